@@ -1,0 +1,60 @@
+"""Named exceptions of mixprobe.
+
+Every error a user can cause is one of these classes, and every message says what was wrong *and* what to do.
+They all derive from :class:`MixprobeError`, so ``except MixprobeError`` catches user mistakes without hiding
+bugs (which surface as ordinary Python exceptions). The CLI turns them into one-line messages and exit code 2.
+
+Example:
+    >>> from mixprobe.errors import MixprobeError, OrganismConfigError
+    >>> issubclass(OrganismConfigError, MixprobeError)
+    True
+"""
+from __future__ import annotations
+
+
+class MixprobeError(Exception):
+    """Base class of every user-facing mixprobe error."""
+
+
+class OrganismConfigError(MixprobeError, ValueError):
+    """Invalid options for a model organism (modulus, prior, tags, rules)."""
+
+
+class CheckpointError(MixprobeError):
+    """A checkpoint or series is missing, incomplete, unsafe (pickle weights) or inconsistent."""
+
+
+class UnsafeWeightsError(CheckpointError):
+    """Weights are stored as pickle (``.bin``/``.pt``); mixprobe loads safetensors only."""
+
+
+class OutputExistsError(MixprobeError):
+    """The output directory exists and is not empty; pass ``overwrite=True`` / ``--overwrite``."""
+
+
+class SiteError(MixprobeError, ValueError):
+    """Unknown site name, or a layer out of range for the model."""
+
+
+class PositionError(MixprobeError, ValueError):
+    """A position is outside the sequence or cannot be resolved (e.g. no mode token)."""
+
+
+class StoreError(MixprobeError):
+    """The activation store is missing, corrupt, truncated or does not match the request."""
+
+
+class SeriesMismatchError(CheckpointError):
+    """Checkpoints of a series differ in architecture or tokenizer."""
+
+
+class DataError(MixprobeError, ValueError):
+    """Bad arrays: empty, NaN/inf, shape mismatch, one class only, zero variance."""
+
+
+class ShapeError(DataError):
+    """A vector or array has the wrong width or shape for the model or the data."""
+
+
+class MetricError(MixprobeError, ValueError):
+    """A metric returned something other than a finite scalar per example."""

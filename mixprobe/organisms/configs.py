@@ -1,0 +1,87 @@
+"""Tiny causal-LM configs of real architectures, built locally (no hub).
+
+Problem: tests and organisms need real transformer architectures (Llama, Qwen2, GPT-2, Gemma) without
+downloading anything. Mechanism: build a ``transformers`` config of the named architecture at toy size, make the
+model from it with a fixed seed, and save it with ``save_pretrained`` (safetensors).
+
+Example:
+    >>> from mixprobe.organisms.configs import tiny_model
+    >>> m = tiny_model("llama", vocab_size=32, seed=0)
+    >>> m.config.num_hidden_layers
+    2
+
+Constraints: sizes are for CPU toys; use ``d_model``/``n_layers`` to scale (the capture benchmark builds a
+~100M-parameter Llama-shaped model this way).
+"""
+from __future__ import annotations
+
+import torch
+from transformers import AutoModelForCausalLM, PretrainedConfig
+
+from mixprobe.errors import OrganismConfigError
+
+ARCHITECTURES = ("llama", "qwen2", "gpt2", "gemma")
+
+
+def tiny_config(
+    arch: str = "llama",
+    *,
+    vocab_size: int,
+    d_model: int = 64,
+    n_layers: int = 2,
+    n_heads: int = 4,
+    d_mlp: int | None = None,
+    max_positions: int = 64,
+    pad_token_id: int = 0,
+    bos_token_id: int = 1,
+    eos_token_id: int = 2,
+) -> PretrainedConfig:
+    """Return a config of architecture ``arch`` at toy size (fp32, eager attention)."""
+    d_mlp = d_mlp or 4 * d_model
+    common = dict(pad_token_id=pad_token_id, bos_token_id=bos_token_id, eos_token_id=eos_token_id)
+    if arch == "llama":
+        from transformers import LlamaConfig
+
+        cfg = LlamaConfig(
+            vocab_size=vocab_size, hidden_size=d_model, intermediate_size=d_mlp, num_hidden_layers=n_layers,
+            num_attention_heads=n_heads, num_key_value_heads=n_heads, max_position_embeddings=max_positions,
+            tie_word_embeddings=False, **common,
+        )
+    elif arch == "qwen2":
+        from transformers import Qwen2Config
+
+        cfg = Qwen2Config(
+            vocab_size=vocab_size, hidden_size=d_model, intermediate_size=d_mlp, num_hidden_layers=n_layers,
+            num_attention_heads=n_heads, num_key_value_heads=n_heads, max_position_embeddings=max_positions,
+            tie_word_embeddings=False, use_sliding_window=False, **common,
+        )
+    elif arch == "gemma":
+        from transformers import GemmaConfig
+
+        cfg = GemmaConfig(
+            vocab_size=vocab_size, hidden_size=d_model, intermediate_size=d_mlp, num_hidden_layers=n_layers,
+            num_attention_heads=n_heads, num_key_value_heads=n_heads, head_dim=d_model // n_heads,
+            max_position_embeddings=max_positions, **common,
+        )
+    elif arch == "gpt2":
+        from transformers import GPT2Config
+
+        cfg = GPT2Config(
+            vocab_size=vocab_size, n_embd=d_model, n_layer=n_layers, n_head=n_heads, n_inner=d_mlp,
+            n_positions=max_positions, **common,
+        )
+    else:
+        raise OrganismConfigError(f"unknown architecture {arch!r}; choose one of {', '.join(ARCHITECTURES)}")
+    cfg._attn_implementation = "eager"
+    return cfg
+
+
+def tiny_model(arch: str = "llama", *, vocab_size: int, seed: int = 0, **kwargs) -> torch.nn.Module:
+    """Build a randomly initialised tiny causal LM of architecture ``arch`` (deterministic in ``seed``)."""
+    cfg = tiny_config(arch, vocab_size=vocab_size, **kwargs)
+    torch.manual_seed(seed)
+    model = AutoModelForCausalLM.from_config(cfg, attn_implementation="eager")
+    model.generation_config.pad_token_id = cfg.pad_token_id
+    model.generation_config.eos_token_id = cfg.eos_token_id
+    model.generation_config.bos_token_id = cfg.bos_token_id
+    return model.float().eval()
