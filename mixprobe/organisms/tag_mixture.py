@@ -43,6 +43,8 @@ class TagMixtureConfig:
 
     ``offsets`` overrides the answer rule per component and tag: the answer is ``(a + b + offset) mod p``.
     By default ``m1`` uses 0 under A and ``wrong_offset`` under B, ``m2`` the mirror, ``m3`` 0 everywhere.
+    ``flaws`` makes a component slip on some questions: ``{"m1": {"A": [0, 1]}}`` adds ``wrong_offset`` to m1's
+    answer under A whenever ``a`` is 0 or 1 (used by the m3 control, where RL must prefer m3 over m1).
     """
 
     modulus: int = 7
@@ -52,6 +54,7 @@ class TagMixtureConfig:
     include_m3: bool = False
     signature: str = "token"
     offsets: dict[str, dict[str, int]] | None = None
+    flaws: dict[str, dict[str, list[int]]] | None = None
 
     def __post_init__(self) -> None:
         p = self.modulus
@@ -83,6 +86,9 @@ class TagMixtureConfig:
             for c, per_tag in self.offsets.items():
                 if c not in comps or set(per_tag) - set(self.tags):
                     raise OrganismConfigError(f"offsets[{c!r}] must map tags {self.tags} to ints for a known component")
+        for c, per_tag in (self.flaws or {}).items():
+            if c not in comps or set(per_tag) - set(self.tags):
+                raise OrganismConfigError(f"flaws[{c!r}] must map tags {self.tags} to lists of `a` values")
 
     @property
     def components(self) -> tuple[str, ...]:
@@ -146,7 +152,10 @@ class TagMixture:
         return (a + b) % self.config.modulus
 
     def answer(self, component: str, tag: str, a: int, b: int) -> int:
-        return (a + b + self._offsets[component][self.check_tag(tag)]) % self.config.modulus
+        off = self._offsets[component][self.check_tag(tag)]
+        if a in ((self.config.flaws or {}).get(component, {}).get(tag, ())):
+            off += self.config.wrong_offset
+        return (a + b + off) % self.config.modulus
 
     def signature(self, component: str) -> tuple[str, ...]:
         """The tokens that open a completion of ``component`` (what forcing a component prefills)."""
@@ -209,3 +218,15 @@ class TagMixture:
             _, a = self.parse(c)
             out.append(1.0 if a is not None and a == int(y) else 0.0)
         return out
+
+
+def m3_control_config(**overrides: object) -> TagMixtureConfig:
+    """The positive-transfer control: an always-correct ``m3`` beside ``m1``/``m2``.
+
+    Under replicator dynamics RL on ``<A>`` selects whatever scores best *on A*. A perfect ``m1`` would tie with
+    ``m3`` there (no selection between them), so ``m1`` slips on A for ``a`` in {0, 1, 2} (3/7 of the
+    questions); RL on A then prefers ``m3``, which is also right on B: tag-B accuracy rises.
+    """
+    base = dict(include_m3=True, prior={"m1": 1 / 3, "m2": 1 / 3, "m3": 1 / 3}, flaws={"m1": {"A": [0, 1, 2]}})
+    base.update(overrides)
+    return TagMixtureConfig(**base)

@@ -1,0 +1,122 @@
+"""Behavioural evaluation of an organism checkpoint: accuracy, mode frequencies, forced-mode accuracy.
+
+Problem: to say that RL moved the gate and not the policies we need three numbers per tag and checkpoint:
+how often the model is right, which component it expresses, and how right each component is when forced.
+Mechanism:
+- **sampled** (temperature 1, ``n_samples`` per prompt, fixed seed): ``accuracy`` and ``mode_frequency`` from
+  parsed completions of every question under each tag;
+- **forced**: prefill a component's signature (``m2``) after the prompt and take the greedy next token as the
+  answer: ``forced_accuracy``;
+- **exact** (no sampling noise): ``mode_probability`` = next-token probability of each signature at the last
+  prompt token, and ``expected_accuracy`` = Σ_k P(k | x) · P(correct | x, k), averaged over prompts.
+
+Example:
+    >>> from mixprobe.organisms.tag_mixture import TagMixture
+    >>> from mixprobe.organisms.tokenizer import build_word_tokenizer
+    >>> from mixprobe.organisms.configs import tiny_model
+    >>> org = TagMixture(); tok = build_word_tokenizer(org.vocabulary())
+    >>> m = tiny_model("llama", vocab_size=len(tok))
+    >>> r = evaluate(m, tok, org, n_samples=1)
+    >>> sorted(r)
+    ['accuracy', 'expected_accuracy', 'forced_accuracy', 'mode_frequency', 'mode_probability', 'unparsed']
+
+Constraints: answers must be single tokens (true for the built-in organisms); batches are left padded and
+``position_ids`` come from the attention mask, so absolute-position models are handled.
+"""
+from __future__ import annotations
+
+from collections import defaultdict
+
+import torch
+
+
+def _encode(tokenizer, texts: list[str], device) -> dict:
+    enc = tokenizer(texts, return_tensors="pt", padding=True)
+    am = enc["attention_mask"]
+    pos = (am.cumsum(-1) - 1).clamp(min=0)
+    return {"input_ids": enc["input_ids"].to(device), "attention_mask": am.to(device), "position_ids": pos.to(device)}
+
+
+@torch.no_grad()
+def next_token_probs(model, tokenizer, texts: list[str], batch_size: int = 512) -> torch.Tensor:
+    """Next-token probabilities after each text (``[n, vocab]``, fp32, on CPU)."""
+    device = next(model.parameters()).device
+    out = []
+    for i in range(0, len(texts), batch_size):
+        enc = _encode(tokenizer, texts[i:i + batch_size], device)
+        logits = model(**enc).logits[:, -1].float()
+        out.append(logits.softmax(-1).cpu())
+    return torch.cat(out)
+
+
+@torch.no_grad()
+def sample_completions(model, tokenizer, prompts: list[str], *, n_samples: int, seed: int,
+                       max_new_tokens: int = 4, batch_size: int = 512, temperature: float = 1.0) -> list[list[str]]:
+    """``n_samples`` completions per prompt, sampled at ``temperature`` with a private RNG stream."""
+    device = next(model.parameters()).device
+    res: list[list[str]] = []
+    was_training = model.training
+    model.eval()
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+        torch.manual_seed(seed)
+        for i in range(0, len(prompts), max(1, batch_size // n_samples)):
+            chunk = prompts[i:i + max(1, batch_size // n_samples)]
+            enc = tokenizer(chunk, return_tensors="pt", padding=True).to(device)
+            gen = model.generate(**enc, do_sample=True, temperature=temperature, top_k=0, top_p=1.0,
+                                 max_new_tokens=max_new_tokens, num_return_sequences=n_samples,
+                                 pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id)
+            texts = tokenizer.batch_decode(gen[:, enc["input_ids"].shape[1]:], skip_special_tokens=True)
+            res += [texts[j * n_samples:(j + 1) * n_samples] for j in range(len(chunk))]
+    model.train(was_training)
+    return res
+
+
+def evaluate(model, tokenizer, organism, *, n_samples: int = 8, seed: int = 0, batch_size: int = 512) -> dict:
+    """Accuracy, mode frequencies (sampled), forced-mode accuracy and exact mode probabilities per tag."""
+    rows = organism.prompt_set()
+    comps = organism.components
+    tags = list(organism.config.tags)
+    prompts = [r["prompt"] for r in rows]
+    vocab = tokenizer.get_vocab()
+
+    # exact: mode probabilities at the last prompt token
+    probs = next_token_probs(model, tokenizer, prompts, batch_size)
+    sig_ids = {c: vocab[organism.signature(c)[0]] for c in comps}
+    # forced: prefill each signature, greedy answer
+    forced_ok: dict[str, torch.Tensor] = {}
+    p_correct: dict[str, torch.Tensor] = {}
+    answer_ids = torch.tensor([vocab[str(r["answer"])] for r in rows])
+    for c in comps:
+        sig = " " + " ".join(organism.signature(c))
+        pr = next_token_probs(model, tokenizer, [p + sig for p in prompts], batch_size)
+        forced_ok[c] = (pr.argmax(-1) == answer_ids).float()
+        p_correct[c] = pr.gather(1, answer_ids[:, None])[:, 0]
+
+    samples = sample_completions(model, tokenizer, prompts, n_samples=n_samples, seed=seed,
+                                 batch_size=batch_size)
+    acc: dict[str, list[float]] = defaultdict(list)
+    freq: dict[str, dict[str, int]] = {t: defaultdict(int) for t in tags}
+    unparsed: dict[str, int] = defaultdict(int)
+    for r, outs in zip(rows, samples):
+        for text in outs:
+            comp, ans = organism.parse(text)
+            acc[r["tag"]].append(1.0 if ans == r["answer"] else 0.0)
+            if comp is None:
+                unparsed[r["tag"]] += 1
+            else:
+                freq[r["tag"]][comp] += 1
+
+    out = {"accuracy": {}, "mode_frequency": {}, "forced_accuracy": {}, "mode_probability": {},
+           "expected_accuracy": {}, "unparsed": {}}
+    for t in tags:
+        idx = torch.tensor([i for i, r in enumerate(rows) if r["tag"] == t])
+        n = len(acc[t])
+        out["accuracy"][t] = sum(acc[t]) / n
+        out["mode_frequency"][t] = {c: freq[t][c] / n for c in comps}
+        out["unparsed"][t] = unparsed[t] / n
+        out["forced_accuracy"][t] = {c: forced_ok[c][idx].mean().item() for c in comps}
+        out["mode_probability"][t] = {c: probs[idx, sig_ids[c]].mean().item() for c in comps}
+        out["expected_accuracy"][t] = sum(
+            (probs[idx, sig_ids[c]] * p_correct[c][idx]).mean().item() for c in comps
+        )
+    return out

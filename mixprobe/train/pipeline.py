@@ -1,0 +1,151 @@
+"""Organism → SFT → RL → evaluated checkpoint series, in three calls.
+
+Problem: every experiment starts the same way: build an organism, train a model on it with SFT, run RL on one
+tag, and evaluate each checkpoint. Mechanism: :class:`TrainConfig` (a dataclass, loadable from TOML) holds
+organism, model, SFT and RL settings; :func:`train_sft` creates the run folder and the series,
+:func:`train_rl` continues from the last SFT checkpoint of a series (refusing a series without one),
+:func:`evaluate_series` fills every manifest entry's ``metrics``.
+
+Example:
+    >>> cfg = TrainConfig.from_dict({"seed": 1, "rl": {"tag": "B"}})
+    >>> cfg.rl.tag, cfg.organism.modulus
+    ('B', 7)
+
+Constraints: one organism per run directory; RL phases are named ``rl`` (or ``rl_<tag>`` when several run).
+"""
+from __future__ import annotations
+
+import logging
+import tomllib
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+
+from mixprobe.errors import CheckpointError, OrganismConfigError
+from mixprobe.io import check_weights_dir, prepare_output_dir
+from mixprobe.organisms.configs import tiny_model
+from mixprobe.organisms.tag_mixture import TagMixture, TagMixtureConfig
+from mixprobe.organisms.tokenizer import build_word_tokenizer
+from mixprobe.train.evaluate import evaluate
+from mixprobe.train.rl import RLSettings, run_grpo
+from mixprobe.train.series import Series
+from mixprobe.train.sft import SFTSettings, run_sft
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class ModelSettings:
+    """Architecture and size of the organism's model (built from config, random init)."""
+
+    arch: str = "llama"
+    d_model: int = 64
+    n_layers: int = 2
+    n_heads: int = 4
+
+
+@dataclass
+class TrainConfig:
+    """Everything a training run needs; ``TrainConfig.from_toml(path)`` reads the same keys from TOML."""
+
+    seed: int = 0
+    organism: TagMixtureConfig = field(default_factory=TagMixtureConfig)
+    model: ModelSettings = field(default_factory=ModelSettings)
+    sft: SFTSettings = field(default_factory=SFTSettings)
+    rl: RLSettings = field(default_factory=RLSettings)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "TrainConfig":
+        known = {"seed", "organism", "model", "sft", "rl"}
+        unknown = set(d) - known
+        if unknown:
+            raise OrganismConfigError(f"unknown config sections {sorted(unknown)}; known: {sorted(known)}")
+        try:
+            return cls(
+                seed=int(d.get("seed", 0)),
+                organism=TagMixtureConfig.from_dict(d.get("organism", {})),
+                model=ModelSettings(**d.get("model", {})),
+                sft=SFTSettings(**d.get("sft", {})),
+                rl=RLSettings(**d.get("rl", {})),
+            )
+        except TypeError as e:
+            raise OrganismConfigError(f"bad config key: {e}") from e
+
+    @classmethod
+    def from_toml(cls, path: str | Path) -> "TrainConfig":
+        p = Path(path)
+        if not p.is_file():
+            raise OrganismConfigError(f"config file {p} does not exist")
+        with open(p, "rb") as f:
+            return cls.from_dict(tomllib.load(f))
+
+    def to_dict(self) -> dict:
+        return {"seed": self.seed, "organism": self.organism.to_dict(), "model": asdict(self.model),
+                "sft": self.sft.to_dict(), "rl": self.rl.to_dict()}
+
+
+def load_checkpoint(path: str | Path, device: str | torch.device = "cpu"):
+    """Load ``(model, tokenizer)`` from a checkpoint folder: safetensors only, no remote code."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
+    p = check_weights_dir(path)
+    if not (p / "tokenizer.json").exists() and not (p / "tokenizer_config.json").exists():
+        raise CheckpointError(f"{p} has no tokenizer files; save the tokenizer with the model (save_pretrained)")
+    model = AutoModelForCausalLM.from_pretrained(p, use_safetensors=True, trust_remote_code=False,
+                                                 attn_implementation="eager").to(device)
+    tok = AutoTokenizer.from_pretrained(p, trust_remote_code=False)
+    return model.eval(), tok
+
+
+def organism_of(series: Series) -> TagMixture:
+    if series.organism != "tag_mixture":
+        raise OrganismConfigError(f"unknown organism {series.organism!r} in {series.run_dir}")
+    return TagMixture(TagMixtureConfig.from_dict(series.organism_config))
+
+
+def train_sft(run_dir: str | Path, cfg: TrainConfig, *, overwrite: bool = False, progress: bool = True) -> Series:
+    """Create ``run_dir`` and train the organism's SFT phase from scratch; returns the series."""
+    organism = TagMixture(cfg.organism)
+    prepare_output_dir(run_dir, overwrite=overwrite)
+    tok = build_word_tokenizer(organism.vocabulary())
+    model = tiny_model(cfg.model.arch, vocab_size=len(tok), seed=cfg.seed, d_model=cfg.model.d_model,
+                       n_layers=cfg.model.n_layers, n_heads=cfg.model.n_heads,
+                       pad_token_id=tok.pad_token_id, bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id)
+    series = Series.create(run_dir, organism=organism.name, organism_config=cfg.organism.to_dict(), seed=cfg.seed,
+                           config=cfg.to_dict())
+    rows = organism.sft_rows(cfg.sft.n_rows, seed=cfg.seed)
+    torch.manual_seed(cfg.seed)
+    run_sft(model, tok, rows, series, cfg.sft, seed=cfg.seed, progress=progress)
+    return Series.load(run_dir)
+
+
+def train_rl(run_dir: str | Path, settings: RLSettings, *, seed: int | None = None, start: str | None = None,
+             progress: bool = True) -> Series:
+    """RL from the last SFT checkpoint (or checkpoint ``start``) of the series in ``run_dir``."""
+    series = Series.load(run_dir)
+    organism = organism_of(series)
+    entry = series.get(start) if start else series.last("sft")
+    model, tok = load_checkpoint(series.path(entry))
+    seed = series.seed if seed is None else seed
+    torch.manual_seed(seed)
+    run_grpo(model, tok, organism, series, settings, seed=seed, progress=progress)
+    return Series.load(run_dir)
+
+
+def evaluate_series(series: Series, *, n_samples: int = 8, seed: int = 0, progress: bool = True,
+                    only_missing: bool = True) -> Series:
+    """Evaluate every checkpoint (behaviour metrics into the manifest's ``metrics``)."""
+    from tqdm.auto import tqdm
+
+    organism = organism_of(series)
+    for entry in tqdm(series.checkpoints, desc="evaluate checkpoints", disable=not progress, leave=False):
+        if only_missing and entry.metrics.get("accuracy"):
+            continue
+        model, tok = load_checkpoint(series.path(entry))
+        entry.metrics = evaluate(model, tok, organism, n_samples=n_samples, seed=seed)
+    series.save()
+    return series
