@@ -136,6 +136,29 @@ def train_rl(run_dir: str | Path, settings: RLSettings, *, seed: int | None = No
     return Series.load(run_dir)
 
 
+def continue_sft(run_dir: str | Path, organism_config: TagMixtureConfig, settings: SFTSettings, *,
+                 start: str | None = None, seed: int | None = None, progress: bool = True) -> Series:
+    """SFT from a checkpoint of the series (default: its last SFT one) on data of ``organism_config``.
+
+    This is how planted cases are made: same model, new data — e.g. a tilted prior (the gate moves, the policies
+    do not) or a new rule for one component (the policy is rewritten, the prior kept). The new checkpoints join
+    the series under ``settings.phase``.
+    """
+    series = Series.load(run_dir)
+    entry = series.get(start) if start else series.last("sft")
+    model, tok = load_checkpoint(series.path(entry))
+    seed = series.seed if seed is None else seed
+    rows = TagMixture(organism_config).sft_rows(settings.n_rows, seed=seed + 1000)
+    torch.manual_seed(seed)
+    run_sft(model.train(), tok, rows, series, settings, seed=seed, progress=progress)
+    s = Series.load(run_dir)
+    for c in s.phase(settings.phase):
+        c.metrics.setdefault("data_config", organism_config.to_dict())
+        c.metrics.setdefault("start", entry.name)
+    s.save()
+    return s
+
+
 def evaluate_series(series: Series, *, n_samples: int = 8, seed: int = 0, progress: bool = True,
                     only_missing: bool = True) -> Series:
     """Evaluate every checkpoint (behaviour metrics into the manifest's ``metrics``)."""

@@ -64,8 +64,11 @@ class RLSettings:
 def run_grpo(model, tokenizer, organism, series: Series, settings: RLSettings, *, seed: int,
              step_offset: int = 0, progress: bool = True):
     """RL on prompts of ``settings.tag`` with the organism's reward; checkpoints join ``series``."""
+    import datasets
     from datasets import Dataset
     from trl import GRPOConfig, GRPOTrainer
+
+    datasets.disable_progress_bars()
 
     organism.check_tag(settings.tag)
     rows = organism.rl_rows(settings.tag, n_repeats=max(1, settings.steps * settings.batch_size

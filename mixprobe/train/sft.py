@@ -65,8 +65,11 @@ def _quiet_trainer(trainer) -> None:
 def run_sft(model, tokenizer, rows: list[dict], series: Series, settings: SFTSettings, *, seed: int,
             step_offset: int = 0, progress: bool = True):
     """Train ``model`` on prompt-completion ``rows`` with trl; checkpoints join ``series``. Returns the model."""
+    import datasets
     from datasets import Dataset
     from trl import SFTConfig, SFTTrainer
+
+    datasets.disable_progress_bars()
 
     if not rows:
         raise OrganismConfigError("SFT needs at least one training row")

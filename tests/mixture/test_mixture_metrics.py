@@ -1,0 +1,114 @@
+"""Mixture metrics on hand-built views where the answer is known."""
+from __future__ import annotations
+
+import itertools
+import math
+
+import pytest
+import torch
+
+from mixprobe.errors import DataError, SeriesMismatchError
+from mixprobe.mixture.components import MixtureView
+from mixprobe.mixture.metrics import forced_fidelity, kl_split, pass_at_k, responsibilities
+from mixprobe.mixture.verdict import Evidence, Thresholds, combine, compare_views, label_for
+from mixprobe.mixture.weight_diff import effective_rank, weight_diff
+
+
+def make_view(gate, answers, n_per_tag=4, n_ans=5, seed=0):
+    rows = [{"tag": t, "answer": i % n_ans} for t in "AB" for i in range(n_per_tag)]
+    return MixtureView(components=("m1", "m2"), tags=["A", "B"], rows=rows, gate=gate,
+                       off_mixture=torch.zeros(len(rows)), answers=answers,
+                       answer_tokens=[str(i) for i in range(n_ans)])
+
+
+def random_view(seed, n=8, k=2, a=5):
+    g = torch.Generator().manual_seed(seed)
+    gate = torch.rand(n, k, generator=g).softmax(-1)
+    ans = (3 * torch.randn(k, n, a, generator=g)).softmax(-1)
+    return make_view(gate, ans)
+
+
+def test_kl_split_chain_rule_is_exact():
+    ref, tgt = random_view(0), random_view(1)
+    for tag, d in kl_split(tgt, ref).items():
+        assert d["total"] == pytest.approx(d["gate"] + d["component"], rel=1e-5)
+        assert d["gate"] > 0 and d["component"] > 0
+
+
+def test_identical_views_are_undecided_with_zero_statistics():
+    v = random_view(0)
+    e = compare_views(v, v)
+    assert e.gate_shift == pytest.approx(0, abs=1e-7) and e.component_change == pytest.approx(0, abs=1e-7)
+    assert e.label == "undecided" and "neither" in e.reason
+
+
+def test_gate_only_change_is_reweight_and_component_only_change_is_rewrite():
+    ref = random_view(0)
+    gate_moved = make_view(torch.tensor([[0.95, 0.05]]).repeat(8, 1), ref.answers.clone())
+    assert compare_views(ref, gate_moved).label == "reweight"
+    answers = ref.answers.clone()
+    answers[1] = answers[1].roll(1, dims=-1)  # m2 now answers a different rule everywhere
+    rewritten = make_view(ref.gate.clone(), answers)
+    e = compare_views(ref, rewritten)
+    assert e.label == "rewrite" and e.fidelity["A"]["m1"]["agreement"] == 1.0
+    assert e.fidelity["A"]["m2"]["agreement"] < 1.0
+
+
+def test_responsibilities_average_the_gate_per_cue():
+    gate = torch.tensor([[1.0, 0.0]] * 4 + [[0.25, 0.75]] * 4)
+    v = make_view(gate, torch.full((2, 8, 5), 0.2))
+    r = responsibilities(v)
+    assert r["A"] == {"m1": 1.0, "m2": 0.0} and r["B"]["m2"] == pytest.approx(0.75)
+
+
+def test_forced_accuracy_counts_argmax_hits():
+    view = make_view(torch.full((8, 2), 0.5), torch.zeros(2, 8, 5))
+    for i, r in enumerate(view.rows):
+        view.answers[0, i, r["answer"]] = 1.0            # m1 always right
+        view.answers[1, i, (r["answer"] + 1) % 5] = 1.0  # m2 always wrong
+    f = forced_fidelity(view)
+    assert f["A"]["m1"]["accuracy"] == 1.0 and f["B"]["m2"]["accuracy"] == 0.0
+
+
+@pytest.mark.parametrize("gate, comp, label", [
+    (0.40, 0.01, "reweight"), (0.01, 0.90, "rewrite"), (0.40, 0.90, "both"),
+    (0.01, 0.01, "undecided"), (0.10, 0.01, "undecided"), (0.40, 0.10, "undecided"),
+])
+def test_labels_and_gray_zone(gate, comp, label):
+    assert label_for(gate, comp, Thresholds())[0] == label
+
+
+def test_disagreeing_seeds_give_undecided_naming_them():
+    ev = {s: compare_views(random_view(0), make_view(torch.tensor([[0.99, 0.01]]).repeat(8, 1),
+                                                     random_view(0).answers)) for s in (0, 1)}
+    ev[2] = compare_views(random_view(0), random_view(0))
+    v = combine(ev)
+    assert v.label == "undecided" and "seed 2 → undecided" in v.reason and "seed 0 → reweight" in v.reason
+    with pytest.raises(DataError):
+        combine({})
+
+
+def test_pass_at_k_matches_brute_force():
+    n, c = 6, 2
+    outcomes = [1] * c + [0] * (n - c)
+    for k in range(1, n + 1):
+        subsets = list(itertools.combinations(outcomes, k))
+        brute = sum(any(s) for s in subsets) / len(subsets)
+        assert pass_at_k(n, c, k) == pytest.approx(brute)
+    with pytest.raises(ValueError):
+        pass_at_k(3, 4, 1)
+
+
+def test_weight_diff_sparsity_layer_share_and_rank():
+    torch.manual_seed(0)
+    a = {"model.layers.0.w": torch.randn(8, 8), "model.layers.1.w": torch.randn(8, 8), "b": torch.randn(8)}
+    b = {k: v.clone() for k, v in a.items()}
+    u, v = torch.randn(8, 1), torch.randn(1, 8)
+    b["model.layers.1.w"] += u @ v                      # a rank-1 update confined to layer 1
+    d = weight_diff(a, b)
+    assert d["unchanged_share"] == pytest.approx((64 + 8) / (64 * 2 + 8))
+    assert d["layer_norm_share"]["layer.1"] == pytest.approx(1.0)
+    assert d["matrices"]["model.layers.1.w"]["effective_rank"] == pytest.approx(1.0, abs=1e-6)
+    assert effective_rank(torch.eye(4)) == pytest.approx(4.0)
+    with pytest.raises(SeriesMismatchError):
+        weight_diff(a, {"x": torch.zeros(1)})
