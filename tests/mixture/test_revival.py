@@ -1,0 +1,23 @@
+"""Revival: the behaviour RL suppressed on <B> comes back in a few SFT steps; a fresh model cannot learn it as fast."""
+from __future__ import annotations
+
+import pytest
+
+from mixprobe.organisms.configs import tiny_model
+from mixprobe.train.pipeline import load_checkpoint, organism_of
+from mixprobe.train.revival import revival_steps
+
+pytestmark = pytest.mark.slow
+
+
+def test_suppressed_behaviour_revives_faster_than_it_can_be_learned(organism_run):
+    organism = organism_of(organism_run)
+    model, tok = load_checkpoint(organism_run.path(organism_run.last("rl")))
+    budget = 80
+    revived = revival_steps(model, tok, organism, tag="B", threshold=0.9, max_steps=budget)
+    assert revived["history"][0][1] < 0.1            # RL really suppressed it
+    assert revived["steps"] is not None and revived["steps"] < budget
+    fresh = revival_steps(tiny_model("llama", vocab_size=len(tok), seed=0), tok, organism, tag="B",
+                          threshold=0.9, max_steps=budget, eval_every=10)
+    assert fresh["steps"] is None                     # from scratch, the same budget is not enough
+    assert revived["component"] == "m2"
