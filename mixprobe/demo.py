@@ -28,7 +28,8 @@ from mixprobe.train.series import Series
 def series_results(series: Series, **extra: object) -> dict:
     """The ``results.json`` object of an evaluated series."""
     cps = []
-    for c in sorted(series.checkpoints, key=lambda c: (c.phase != "sft", c.step)):
+    order = {p: i for i, p in enumerate(dict.fromkeys(c.phase for c in series.checkpoints))}
+    for c in sorted(series.checkpoints, key=lambda c: (order[c.phase], c.step)):
         cps.append({"name": c.name, "phase": c.phase, "step": c.step, "path": str(series.path(c)), **c.metrics})
     return {"organism": series.organism, "seed": series.seed, **extra, "checkpoints": cps}
 

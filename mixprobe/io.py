@@ -39,6 +39,9 @@ def atomic_write_json(path: str | os.PathLike, obj: object) -> None:
             json.dump(obj, f, indent=2)
             f.flush()
             os.fsync(f.fileno())
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):

@@ -18,36 +18,25 @@ SEEDS = (0, 1, 2)
 
 def _cache_root(tmp_path_factory) -> Path:
     env = os.environ.get("MIXPROBE_TEST_CACHE")
-    if env:
-        p = Path(env)
-        p.mkdir(parents=True, exist_ok=True)
-        return p
-    return tmp_path_factory.getbasetemp() / "organisms"
+    root = Path(env) if env else tmp_path_factory.getbasetemp() / "organisms"
+    root.mkdir(parents=True, exist_ok=True)
+    # notebooks and docs executed by the tests (nbclient) reuse the same trained organisms
+    os.environ["MIXPROBE_CACHE"] = str(root)
+    return root
 
 
-def _train(run_dir: Path, seed: int, organism: dict | None = None, rl_tags=("A", "B")):
-    from mixprobe.train.pipeline import TrainConfig, evaluate_series, train_rl, train_sft
-    from mixprobe.train.rl import RLSettings
-    from mixprobe.train.series import Series
+def _train(root: Path, seed: int, organism: dict | None = None, rl_tags=("A", "B")):
+    from mixprobe.train.zoo import trained_organism
 
-    done = run_dir / "DONE"
-    if done.exists():
-        return Series.load(run_dir)
-    cfg = TrainConfig.from_dict({"seed": seed, "organism": organism or {}})
-    train_sft(run_dir, cfg, overwrite=True, progress=False)
-    for tag in rl_tags:
-        phase = "rl" if tag == "A" else f"rl_{tag}"
-        train_rl(run_dir, RLSettings(tag=tag, phase=phase), progress=False)
-    s = evaluate_series(Series.load(run_dir), seed=seed, progress=False)
-    done.write_text("ok")
-    return s
+    return trained_organism(seed, config={"organism": organism} if organism else None, rl_tags=rl_tags,
+                            cache_dir=root, progress=False)
 
 
 @pytest.fixture(scope="session")
 def organism_runs(tmp_path_factory):
     """seed -> Series with phases ``sft``, ``rl`` (GRPO on <A>) and ``rl_B`` (GRPO on <B>), all evaluated."""
     root = _cache_root(tmp_path_factory)
-    return {seed: _train(root / f"tag_mixture_s{seed}", seed) for seed in SEEDS}
+    return {seed: _train(root, seed) for seed in SEEDS}
 
 
 @pytest.fixture(scope="session")
@@ -57,7 +46,7 @@ def m3_runs(tmp_path_factory):
 
     root = _cache_root(tmp_path_factory)
     org = m3_control_config().to_dict()
-    return {seed: _train(root / f"m3_control_s{seed}", seed, organism=org, rl_tags=("A",)) for seed in SEEDS}
+    return {seed: _train(root, seed, organism=org, rl_tags=("A",)) for seed in SEEDS}
 
 
 @pytest.fixture(scope="session")

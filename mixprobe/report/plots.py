@@ -42,14 +42,23 @@ def plot_training_curves(results: dict, path: str | Path | None = None, title: s
     xs = list(range(len(cps)))
     tags = list(cps[0]["accuracy"])
     fig, axes = plt.subplots(1, 3, figsize=(13, 4.2), constrained_layout=True)
-    for t in tags:
-        col = TAG_COLORS.get(t)
-        axes[0].plot(xs, [c["accuracy"][t] for c in cps], "o-", color=col, label=f"<{t}>")
-        comps = list(cps[0]["mode_frequency"][t])
-        axes[1].plot(xs, [c["mode_frequency"][t][comps[0]] for c in cps], "o-", color=col, label=f"{comps[0]} | <{t}>")
-        for comp, style in zip(cps[0]["forced_accuracy"][t], ("o-", "s--", "^:")):
-            axes[2].plot(xs, [c["forced_accuracy"][t][comp] for c in cps], style, color=col,
-                         label=f"forced {comp} | <{t}>")
+    segments: list[list[int]] = []
+    for i, c in enumerate(cps):
+        if i and c["phase"] == cps[i - 1]["phase"]:
+            segments[-1].append(i)
+        else:
+            segments.append([i])
+    for si, seg in enumerate(segments):
+        for t in tags:
+            col = TAG_COLORS.get(t)
+            lab = (lambda s: s) if si == 0 else (lambda s: None)
+            axes[0].plot(seg, [cps[i]["accuracy"][t] for i in seg], "o-", color=col, label=lab(f"<{t}>"))
+            comps = list(cps[0]["mode_frequency"][t])
+            axes[1].plot(seg, [cps[i]["mode_frequency"][t][comps[0]] for i in seg], "o-", color=col,
+                         label=lab(f"{comps[0]} | <{t}>"))
+            for comp, style in zip(cps[0]["forced_accuracy"][t], ("o-", "s--", "^:")):
+                axes[2].plot(seg, [cps[i]["forced_accuracy"][t][comp] for i in seg], style, color=col,
+                             label=lab(f"forced {comp} | <{t}>"))
     boundary = [x + 0.5 for x, c, n in zip(xs, cps, cps[1:]) if c["phase"] != n["phase"]]
     names = ("accuracy (sampled)", "mode frequency", "forced-component accuracy")
     for ax, name in zip(axes, names):

@@ -1,0 +1,66 @@
+"""Trained organisms on demand, cached on disk: ``trained_organism(seed=0)`` in notebooks, docs and tests.
+
+Problem: every notebook, doc page and analysis test needs the same trained tag-mixture series; training it
+each time costs a minute, and a half-trained cache entry must never be mistaken for a finished one.
+Mechanism: the cache key hashes the full training config, the RL tags and the mixprobe version; a run is
+trained in a temp folder next to the cache and renamed into place only when finished (atomic), so an
+interrupted run leaves nothing behind that looks complete. Cache root: ``cache_dir``, else ``$MIXPROBE_CACHE``,
+else ``~/.cache/mixprobe``.
+
+Example::
+
+    from mixprobe.train.zoo import trained_organism
+    series = trained_organism(seed=0)                    # ~1 min the first time, instant afterwards
+    series.last("rl").metrics["accuracy"]                # {'A': ~1.0, 'B': ~0.0}
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import mixprobe
+from mixprobe.train.pipeline import TrainConfig, evaluate_series, train_rl, train_sft
+from mixprobe.train.rl import RLSettings
+from mixprobe.train.series import Series
+
+
+def cache_root(cache_dir: str | os.PathLike | None = None) -> Path:
+    root = Path(cache_dir or os.environ.get("MIXPROBE_CACHE") or Path.home() / ".cache" / "mixprobe")
+    root.mkdir(parents=True, exist_ok=True)
+    return root
+
+
+def trained_organism(seed: int = 0, *, config: dict | None = None, rl_tags: tuple[str, ...] = ("A", "B"),
+                     cache_dir: str | os.PathLike | None = None, progress: bool = True) -> Series:
+    """The tag-mixture series for ``seed``: SFT, then one GRPO phase per tag in ``rl_tags``, evaluated.
+
+    Phases are named ``rl`` for tag A and ``rl_<tag>`` for the others. ``config`` is a TrainConfig dict
+    (e.g. ``{"organism": {...}}``) merged with the seed.
+    """
+    cfg = TrainConfig.from_dict({**(config or {}), "seed": seed})
+    key_src = json.dumps({"cfg": cfg.to_dict(), "rl_tags": list(rl_tags), "v": mixprobe.__version__},
+                         sort_keys=True)
+    key = hashlib.sha256(key_src.encode()).hexdigest()[:12]
+    root = cache_root(cache_dir)
+    final = root / f"tag_mixture_s{seed}_{key}"
+    if (final / "series.json").exists():
+        return Series.load(final)
+    tmp = Path(tempfile.mkdtemp(prefix=f".train_s{seed}_", dir=root))
+    try:
+        train_sft(tmp, cfg, overwrite=True, progress=progress)
+        for tag in rl_tags:
+            settings = RLSettings(**{**cfg.rl.to_dict(), "tag": tag, "phase": "rl" if tag == "A" else f"rl_{tag}"})
+            train_rl(tmp, settings, progress=progress)
+        evaluate_series(Series.load(tmp), seed=seed, progress=progress)
+        if final.exists():          # another process finished first
+            shutil.rmtree(tmp)
+        else:
+            os.replace(tmp, final)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return Series.load(final)
