@@ -38,7 +38,7 @@ def user_errors(fn):
         try:
             return fn(*args, **kwargs)
         except MixprobeError as e:
-            err_console.print(f"[bold red]error:[/] {type(e).__name__}: {e}", highlight=False)
+            err_console.print(f"[bold red]error:[/] {type(e).__name__}: {e}", highlight=False, soft_wrap=True)
             raise typer.Exit(2) from None
 
     return wrapper
@@ -137,6 +137,49 @@ def organism(
         table.add_row(r["prompt"], r["completion"], r["component"])
     console.print(table)
     console.print(f"rules (answer offset per component and tag): {cfg.rule_offsets()}; prior: {cfg.prior}")
+
+
+@app.command()
+@user_errors
+def verdict(
+    runs: list[Path] = typer.Argument(..., help="run folders (one per seed) holding series.json"),
+    target: str = typer.Option("rl", "--target", help="phase (or checkpoint name) to judge"),
+    reference: str = typer.Option("sft", "--reference", help="reference phase (its last checkpoint) or name"),
+    out: Path | None = typer.Option(None, "--out", help="write the verdict JSON here"),
+) -> None:
+    """Reweight, rewrite, both or undecided: compare reference and target checkpoints of each run (seed)."""
+    from mixprobe.io import atomic_write_json
+    from mixprobe.mixture.verdict import assess, combine
+    from mixprobe.train.pipeline import load_checkpoint, organism_of
+    from mixprobe.train.series import Series
+
+    evidence = {}
+    for run in runs:
+        s = Series.load(run)
+        pick = lambda key: s.get(key) if any(c.name == key for c in s.checkpoints) else s.last(key)  # noqa: E731
+        ref, tgt = pick(reference), pick(target)
+        evidence[s.seed] = assess(load_checkpoint(s.path(ref)), load_checkpoint(s.path(tgt)), organism_of(s))
+    v = combine(evidence)
+    console.print(f"[bold]{v.label.upper()}[/bold] — {v.summary()}")
+    for seed, e in sorted(evidence.items()):
+        console.print(f"  seed {seed}: {e.label:<9} gate shift {e.gate_shift:.3f}  component change "
+                      f"{e.component_change:.3f}")
+    if out:
+        atomic_write_json(out, v.to_dict())
+        console.print(f"wrote {out}")
+
+
+@app.command()
+@user_errors
+def report(
+    run_dir: Path = typer.Argument(..., help="a run folder holding series.json (e.g. from `mixprobe demo`)"),
+    out: Path | None = typer.Option(None, "--out", help="output folder (default RUN_DIR/report)"),
+) -> None:
+    """Write a self-contained HTML report (figures embedded) and its JSON for a checkpoint series."""
+    from mixprobe.report.run_report import build_run_report
+
+    path = build_run_report(run_dir, out)
+    console.print(f"wrote {path} and {path.with_suffix('.json')}")
 
 
 def main() -> None:  # pragma: no cover

@@ -1,0 +1,57 @@
+"""The CLI: --help everywhere, one-line errors with exit code 2 for user mistakes, real work on a trained run."""
+from __future__ import annotations
+
+import json
+
+import pytest
+from typer.testing import CliRunner
+
+from mixprobe.cli import app
+
+runner = CliRunner()
+COMMANDS = [c.name or c.callback.__name__ for c in app.registered_commands]
+
+
+@pytest.mark.parametrize("cmd", COMMANDS)
+def test_every_command_has_help(cmd):
+    r = runner.invoke(app, [cmd, "--help"])
+    assert r.exit_code == 0, r.output
+    assert "Usage" in r.output and "--help" in r.output
+
+
+def one_line_error(r):
+    assert r.exit_code == 2, r.output
+    assert "Traceback" not in r.output
+    return r.output
+
+
+def test_demo_refuses_unknown_tag_and_nonempty_dir(tmp_path):
+    assert "unknown tag" in one_line_error(runner.invoke(app, ["demo", "--out", str(tmp_path / "x"), "--rl-tag", "C"]))
+    (tmp_path / "full").mkdir()
+    (tmp_path / "full" / "f").write_text("x")
+    out = one_line_error(runner.invoke(app, ["demo", "--out", str(tmp_path / "full")]))
+    assert "--overwrite" in out
+    assert (tmp_path / "full" / "f").read_text() == "x"
+
+
+def test_organism_rejects_bad_modulus():
+    assert "modulus" in one_line_error(runner.invoke(app, ["organism", "--modulus", "2"]))
+
+
+def test_train_with_missing_config_and_report_on_missing_run(tmp_path):
+    assert "does not exist" in one_line_error(runner.invoke(app, ["train", str(tmp_path / "no.toml"), "--out",
+                                                                  str(tmp_path / "r")]))
+    assert "series.json" in one_line_error(runner.invoke(app, ["report", str(tmp_path)]))
+
+
+@pytest.mark.slow
+def test_verdict_and_report_on_trained_runs(organism_runs, tmp_path):
+    runs = [organism_runs[s].run_dir for s in (0, 1)]
+    out = tmp_path / "v.json"
+    r = runner.invoke(app, ["verdict", *runs, "--target", "rl", "--out", str(out)])
+    assert r.exit_code == 0, r.output
+    assert json.loads(out.read_text())["label"] == "reweight"
+    r = runner.invoke(app, ["report", runs[0], "--out", str(tmp_path / "rep")])
+    assert r.exit_code == 0, r.output
+    page = (tmp_path / "rep" / "report.html").read_text()
+    assert page.count("data:image/png;base64,") >= 1 and "REWEIGHT" in page.upper()
