@@ -16,6 +16,12 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 SEEDS = (0, 1, 2)
 
 
+@pytest.fixture(scope="session", autouse=True)
+def mixprobe_cache(tmp_path_factory) -> Path:
+    """The cache of trained organisms for this session (exported as $MIXPROBE_CACHE)."""
+    return _cache_root(tmp_path_factory)
+
+
 def _cache_root(tmp_path_factory) -> Path:
     env = os.environ.get("MIXPROBE_TEST_CACHE")
     root = Path(env) if env else tmp_path_factory.getbasetemp() / "organisms"

@@ -62,3 +62,15 @@ def test_series_manifest_lists_every_checkpoint_in_order(organism_run):
         assert not list(folder.glob("*.bin")) and not list(folder.glob("*.pth"))
     steps = [c.step for c in s.phase("rl")]
     assert steps == sorted(steps) and steps[-1] == 150
+
+
+def test_format_signature_variant_shows_the_same_collapse(mixprobe_cache):
+    """No mode tokens: the component is carried only by a bracket style ``( n )`` vs ``[ n ]``."""
+    from mixprobe.train.zoo import trained_organism
+
+    s = trained_organism(0, config={"organism": {"signature": "format"}}, rl_tags=("A",),
+                         cache_dir=mixprobe_cache, progress=False)
+    sft, rl = last(s, "sft"), last(s, "rl")
+    assert all(0.35 <= sft["accuracy"][t] <= 0.65 for t in "AB"), sft["accuracy"]
+    assert rl["accuracy"]["A"] >= 0.95 and rl["accuracy"]["B"] <= 0.05, rl["accuracy"]
+    assert rl["forced_accuracy"]["B"]["m2"] >= 0.90
