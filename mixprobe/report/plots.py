@@ -16,10 +16,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
+import matplotlib.pyplot as plt
 
 TAG_COLORS = {"A": "tab:blue", "B": "tab:orange"}
 
