@@ -40,7 +40,10 @@ def render() -> str:
         lines += [f"## `{name}`", "", first_paragraph(mod.__doc__), ""]
         for n, obj in public_members(mod):
             try:
-                sig = str(inspect.signature(obj)).replace("'", "")
+                try:
+                    sig = str(inspect.signature(obj, eval_str=True))
+                except Exception:  # noqa: BLE001 - annotations that cannot be evaluated stay as text
+                    sig = str(inspect.signature(obj))
             except (TypeError, ValueError):
                 sig = "(...)"
             if inspect.isclass(obj):
