@@ -58,3 +58,11 @@ class ShapeError(DataError):
 
 class MetricError(MixprobeError, ValueError):
     """A metric returned something other than a finite scalar per example."""
+
+
+class ArchitectureMismatchError(SeriesMismatchError, ValueError):
+    """Two models that must share an architecture (e.g. the source and target of cross-checkpoint patching) do not."""
+
+
+class PatchingError(MixprobeError, ValueError):
+    """A patching request that cannot mean anything (no source to patch from, misaligned source and target)."""

@@ -25,8 +25,11 @@ from mixprobe.errors import SeriesMismatchError
 def _state(obj) -> dict[str, torch.Tensor]:
     if isinstance(obj, dict):
         return obj
-    model = getattr(obj, "model", obj)
-    return {k: v.detach() for k, v in model.state_dict().items()}
+    if isinstance(obj, tuple):          # (model, tokenizer)
+        obj = obj[0]
+    if not isinstance(obj, torch.nn.Module):  # a ModelHandle
+        obj = obj.model
+    return {k: v.detach() for k, v in obj.state_dict().items()}
 
 
 def effective_rank(m: torch.Tensor) -> float:

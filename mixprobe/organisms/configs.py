@@ -35,6 +35,7 @@ def tiny_config(
     pad_token_id: int = 0,
     bos_token_id: int = 1,
     eos_token_id: int = 2,
+    tie_embeddings: bool = False,
 ) -> PretrainedConfig:
     """Return a config of architecture ``arch`` at toy size (fp32, eager attention)."""
     d_mlp = d_mlp or 4 * d_model
@@ -45,7 +46,7 @@ def tiny_config(
         cfg = LlamaConfig(
             vocab_size=vocab_size, hidden_size=d_model, intermediate_size=d_mlp, num_hidden_layers=n_layers,
             num_attention_heads=n_heads, num_key_value_heads=n_heads, max_position_embeddings=max_positions,
-            tie_word_embeddings=False, **common,
+            tie_word_embeddings=tie_embeddings, **common,
         )
     elif arch == "qwen2":
         from transformers import Qwen2Config
@@ -53,7 +54,7 @@ def tiny_config(
         cfg = Qwen2Config(
             vocab_size=vocab_size, hidden_size=d_model, intermediate_size=d_mlp, num_hidden_layers=n_layers,
             num_attention_heads=n_heads, num_key_value_heads=n_heads, max_position_embeddings=max_positions,
-            tie_word_embeddings=False, use_sliding_window=False, **common,
+            tie_word_embeddings=tie_embeddings, use_sliding_window=False, **common,
         )
     elif arch == "gemma":
         from transformers import GemmaConfig

@@ -43,6 +43,7 @@ class ModelSettings:
     d_model: int = 64
     n_layers: int = 2
     n_heads: int = 4
+    tie_embeddings: bool = False
 
 
 @dataclass
@@ -114,6 +115,7 @@ def train_sft(run_dir: str | Path, cfg: TrainConfig, *, overwrite: bool = False,
     tok = build_word_tokenizer(organism.vocabulary())
     model = tiny_model(cfg.model.arch, vocab_size=len(tok), seed=cfg.seed, d_model=cfg.model.d_model,
                        n_layers=cfg.model.n_layers, n_heads=cfg.model.n_heads,
+                       tie_embeddings=cfg.model.tie_embeddings,
                        pad_token_id=tok.pad_token_id, bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id)
     series = Series.create(run_dir, organism=organism.name, organism_config=cfg.organism.to_dict(), seed=cfg.seed,
                            config=cfg.to_dict())

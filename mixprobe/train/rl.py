@@ -45,6 +45,7 @@ class RLSettings:
     batch_size: int = 64
     save_every: int = 25
     temperature: float = 1.0
+    train_embeddings: bool = False
     phase: str = "rl"
 
     def __post_init__(self) -> None:
@@ -90,6 +91,10 @@ def run_grpo(model, tokenizer, organism, series: Series, settings: RLSettings, *
         seed=seed, data_seed=seed, disable_tqdm=True, dataloader_pin_memory=torch.cuda.is_available(),
     )
     model.train()
+    if not settings.train_embeddings:
+        for mod in (model.get_input_embeddings(), model.get_output_embeddings()):
+            for p in mod.parameters():
+                p.requires_grad_(False)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         trainer = GRPOTrainer(model=model, reward_funcs=correct_answer, args=cfg, train_dataset=ds,
@@ -100,4 +105,6 @@ def run_grpo(model, tokenizer, organism, series: Series, settings: RLSettings, *
                                           disable=not progress))
     trainer.train()
     _cleanup(scratch)
+    for p in model.parameters():
+        p.requires_grad_(True)
     return trainer.model.eval()

@@ -112,3 +112,13 @@ def test_weight_diff_sparsity_layer_share_and_rank():
     assert effective_rank(torch.eye(4)) == pytest.approx(4.0)
     with pytest.raises(SeriesMismatchError):
         weight_diff(a, {"x": torch.zeros(1)})
+
+
+def test_weight_diff_on_causal_lm_covers_the_unembedding():
+    from mixprobe.organisms.configs import tiny_model
+
+    a, b = tiny_model("llama", vocab_size=20, seed=0), tiny_model("llama", vocab_size=20, seed=0)
+    with torch.no_grad():
+        b.lm_head.weight[3] += 1.0
+    d = weight_diff(a, (b, None))
+    assert d["layer_norm_share"] == {**{k: 0.0 for k in d["layer_norm_share"] if k != "lm_head"}, "lm_head": 1.0}
