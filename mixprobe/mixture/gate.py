@@ -1,0 +1,138 @@
+"""Datasets for reading the gate and the expressed component out of activations, across a checkpoint series.
+
+Problem: probes need (activation, label) pairs. For a mixture there are two questions with different positions:
+*which component will be expressed?* (the gate — read at the last prompt token, before anything is sampled) and
+*which component is being expressed?* (read at the answer positions, after the signature). Mechanism:
+
+- :func:`gate_dataset` — for every checkpoint, the last-prompt-token activation of every prompt at the chosen
+  sites, the model's own exact gate ``P(k | x)`` (from :func:`mixture_view`) and a component label *sampled* from
+  it (what the model would express); rows carry checkpoint and cue.
+- :func:`expressed_dataset` — every prompt completed by every component (teacher forcing), the activation at the
+  position whose output is the answer (the last signature token), labelled with the component.
+- :func:`readout_direction` — the *readout-defined* selection direction at the ``final_norm`` site: the
+  minimum-norm activation change ``v = W_U⁺ (e_to − e_from)`` that raises the logit of one component's signature
+  by 1, lowers the other's by 1 and leaves every other logit unchanged. On the tag-mixture organism GRPO moves
+  the gate through the unembedding rows of ``m1``/``m2`` (measured: the RL model's hidden states read by the SFT
+  unembedding give back the SFT gate), so activation mean-differences between checkpoints are nearly null and
+  this direction is the one that steers.
+
+Example::
+
+    data = gate_dataset(series, organism, sites=["resid_post.0", "resid_post.1"])
+    data.features["resid_post.1"].shape     # [n_checkpoints * n_prompts, d_model]
+
+Constraints: the organism's components open with distinct signature tokens (true for the built-in ones).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+
+from mixprobe.mixture.components import mixture_view
+
+
+@dataclass
+class GateData:
+    """Rows = (checkpoint, prompt); features per site; exact gate and sampled label per row."""
+
+    sites: list[str]
+    features: dict[str, torch.Tensor]
+    labels: torch.Tensor            # [N] index into components (sampled from the model's own gate)
+    gate: torch.Tensor              # [N, K] exact gate weights
+    checkpoint: list[str]
+    tag: list[str]
+    components: tuple[str, ...]
+    extra: dict = field(default_factory=dict)
+
+    def rows(self, checkpoint: str | None = None, tag: str | None = None) -> torch.Tensor:
+        keep = [i for i, (c, t) in enumerate(zip(self.checkpoint, self.tag))
+                if (checkpoint is None or c == checkpoint) and (tag is None or t == tag)]
+        return torch.tensor(keep, dtype=torch.long)
+
+
+def _handle(model, tokenizer):
+    from mixprobe.models.handle import ModelHandle
+
+    return ModelHandle(model, tokenizer)
+
+
+def gate_dataset(series, organism, *, sites, checkpoints: list[str] | None = None, seed: int = 0) -> GateData:
+    """Last-prompt-token activations at ``sites`` for every prompt at every checkpoint (default: all)."""
+    from mixprobe.train.pipeline import load_checkpoint
+
+    names = checkpoints or [c.name for c in series.checkpoints]
+    rows = organism.prompt_set()
+    prompts = [r["prompt"] for r in rows]
+    g = torch.Generator().manual_seed(seed)
+    feats: dict[str, list[torch.Tensor]] = {}
+    labels, gates, ck, tags = [], [], [], []
+    site_names: list[str] = []
+    for name in names:
+        model, tok = load_checkpoint(series.path(name))
+        h = _handle(model, tok)
+        batch = h.tokenize(prompts)
+        acts = h.read(batch, sites, "last_prompt")
+        site_names = list(acts)
+        for s, a in acts.items():
+            feats.setdefault(s, []).append(a[:, 0].float().cpu())
+        view = mixture_view(model, tok, organism)
+        gates.append(view.gate)
+        labels.append(torch.multinomial(view.gate, 1, generator=g)[:, 0])
+        ck += [name] * len(rows)
+        tags += [r["tag"] for r in rows]
+    return GateData(sites=site_names, features={s: torch.cat(v) for s, v in feats.items()},
+                    labels=torch.cat(labels), gate=torch.cat(gates), checkpoint=ck, tag=tags,
+                    components=organism.components)
+
+
+def expressed_dataset(model, tokenizer, organism, *, sites) -> GateData:
+    """Answer-token activations with every component forced, labelled by component (teacher forcing)."""
+    h = _handle(model, tokenizer)
+    rows = organism.prompt_set()
+    prompts, comps, labels, tags = [], [], [], []
+    for k, c in enumerate(organism.components):
+        for r in rows:
+            prompts.append(r["prompt"])
+            comps.append(organism.completion(c, r["tag"], r["a"], r["b"]))
+            labels.append(k)
+            tags.append(r["tag"])
+    batch = h.tokenize(prompts, comps)
+    sig_len = len(organism.signature(organism.components[0]))
+    # the last signature token: its output is the answer
+    idx = (batch.attention_mask.float().argmax(1) + batch.prompt_lengths + sig_len - 1).long()
+    mask = torch.zeros_like(batch.attention_mask, dtype=torch.bool)
+    mask[torch.arange(len(prompts)), idx] = True
+    acts = h.read(batch, sites, mask)
+    return GateData(sites=list(acts), features={s: a[:, 0].float().cpu() for s, a in acts.items()},
+                    labels=torch.tensor(labels), gate=torch.nn.functional.one_hot(torch.tensor(labels)).float(),
+                    checkpoint=["-"] * len(prompts), tag=tags, components=organism.components)
+
+
+def readout_direction(model, tokenizer, organism, *, toward: str, away: str) -> torch.Tensor:
+    """``W_U⁺ (e_toward − e_away)`` at ``final_norm``: +1 logit for ``toward``'s signature, −1 for ``away``'s."""
+    from mixprobe.mixture.components import unwrap
+
+    model, tokenizer = unwrap(model, tokenizer)
+    W = model.get_output_embeddings().weight.detach().float()
+    vocab = tokenizer.get_vocab()
+    e = torch.zeros(W.shape[0])
+    e[vocab[organism.signature(toward)[0]]] = 1.0
+    e[vocab[organism.signature(away)[0]]] = -1.0
+    return torch.linalg.pinv(W) @ e
+
+
+def at_prefill_last(vector: torch.Tensor, alpha: float):
+    """An edit for ``handle.intervene`` adding ``alpha · vector`` at the last position of multi-token forwards.
+
+    With left padding the last column is every row's last prompt token; one-token forwards (cached decoding
+    steps) are left alone, so steering acts on the gate decision and the cached prompt, not on later tokens.
+    """
+    def edit(act: torch.Tensor):
+        if act.shape[1] == 1:
+            return None
+        act = act.clone()
+        act[:, -1] = act[:, -1] + alpha * vector.to(act.dtype).to(act.device)
+        return act
+
+    return edit
