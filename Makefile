@@ -3,7 +3,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.mixprobe-installed
 
-.PHONY: setup demo test bench clean
+.PHONY: setup demo test bench browser clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -21,8 +21,15 @@ setup: $(STAMP)
 demo: $(STAMP)
 	HF_HUB_OFFLINE=1 $(VENV)/bin/mixprobe demo --out runs/demo --seed 0 --rl-tag A --overwrite
 
-test: $(STAMP)
+test: $(STAMP) browser
 	HF_HUB_OFFLINE=1 $(PY) -m pytest -q -p no:cacheprovider
+
+# Headless Chromium for the report test (Debian package); the test is skipped, with a message, where it cannot be installed.
+browser:
+	@command -v chromium >/dev/null 2>&1 || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1 && \
+		{ apt-get -qq update >/dev/null 2>&1; DEBIAN_FRONTEND=noninteractive apt-get -qq install -y \
+		--no-install-recommends chromium fonts-liberation >/dev/null 2>&1; } && command -v chromium >/dev/null 2>&1; } || \
+		echo "chromium not installed: the report's browser test will be skipped"
 
 bench: $(STAMP)
 	HF_HUB_OFFLINE=1 $(PY) benchmarks/capture.py && $(PY) benchmarks/probes.py && $(PY) benchmarks/patching.py

@@ -182,6 +182,179 @@ def report(
     console.print(f"wrote {path} and {path.with_suffix('.json')}")
 
 
+def _series(run_dir: Path):
+    from mixprobe.train.series import Series
+
+    return Series.load(run_dir)
+
+
+def _pick(series, key: str) -> str:
+    """A checkpoint name, or a phase name meaning that phase's last checkpoint."""
+    from mixprobe.errors import CheckpointError
+
+    if any(c.name == key for c in series.checkpoints):
+        return key
+    if series.phase(key):
+        return series.last(key).name
+    raise CheckpointError(f"{key!r} is neither a checkpoint nor a phase of {series.run_dir}; checkpoints: "
+                          f"{[c.name for c in series.checkpoints]}")
+
+
+def _defaults(config: Path | None, section: str) -> dict:
+    """The ``[section]`` table of a TOML file under experiments/ (empty without --config)."""
+    if config is None:
+        return {}
+    import tomllib
+
+    from mixprobe.errors import OrganismConfigError
+
+    if not config.exists():
+        raise OrganismConfigError(f"config {config} does not exist; see experiments/analysis.toml")
+    try:
+        data = tomllib.loads(config.read_text())
+    except tomllib.TOMLDecodeError as e:
+        raise OrganismConfigError(f"config {config} is not valid TOML: {e}") from None
+    return dict(data.get(section, {}))
+
+
+def _floats(text: str) -> list[float]:
+    try:
+        return [float(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise typer.BadParameter(f"expected comma-separated numbers, got {text!r}") from None
+
+
+def _print_rows(rows: list[dict], title: str) -> None:
+    if not rows:
+        return
+    table = Table(title=title)
+    for col in rows[0]:
+        table.add_column(str(col), justify="left" if col in ("checkpoint", "tag", "curve") else "right")
+    for r in rows:
+        table.add_row(*[f"{v:.3f}" if isinstance(v, float) else str(v) for v in r.values()])
+    console.print(table)
+
+
+@app.command()
+@user_errors
+def capture(
+    run_dir: Path = typer.Argument(..., help="run folder holding series.json"),
+    store: Path = typer.Option(..., "--store", help="activation store folder (resumed if it exists)"),
+    sites: str = typer.Option("resid_post", "--sites", help="comma-separated sites, e.g. resid_post or "
+                              "resid_pre.0,mlp_out.1,final_norm (a family name means every layer)"),
+    positions: str = typer.Option("last_prompt", "--positions", help="last_prompt, mode_token or all"),
+    prompts: Path | None = typer.Option(None, "--prompts", help="text file, one prompt per line "
+                                        "(default: the organism's prompt set)"),
+    checkpoints: str | None = typer.Option(None, "--checkpoints", help="comma-separated checkpoint or phase "
+                                           "names (default: all)"),
+    batch_size: int = typer.Option(64, "--batch-size"),
+) -> None:
+    """Capture activations at SITES × POSITIONS for every checkpoint of a series into a resumable store."""
+    from mixprobe.capture import capture as run_capture
+    from mixprobe.errors import DataError
+    from mixprobe.train.pipeline import organism_of
+
+    series = _series(run_dir)
+    if prompts is not None:
+        if not prompts.exists():
+            raise DataError(f"prompt file {prompts} does not exist")
+        texts = [ln for ln in prompts.read_text().splitlines() if ln.strip()]
+    else:
+        texts = [r["prompt"] for r in organism_of(series).prompt_set()]
+    source = series
+    if checkpoints:
+        names = [_pick(series, k.strip()) for k in checkpoints.split(",")]
+        source = [series.path(n) for n in names]
+        kw = {"names": names}
+    else:
+        kw = {}
+    st = run_capture(source, texts, [x.strip() for x in sites.split(",")], positions, store=store,
+                     batch_size=batch_size, **kw)
+    console.print(f"store {store}: {len(texts)} prompts; {st}")
+
+
+@app.command()
+@user_errors
+def probe(
+    run_dir: Path = typer.Argument(..., help="run folder holding series.json"),
+    checkpoints: str | None = typer.Option(None, "--checkpoints", help="comma-separated checkpoint or phase "
+                                           "names for the layer sweep (default: the last of each phase)"),
+    gate_site: str | None = typer.Option(None, "--gate-site", help="site of the gate readout (default resid_post.1)"),
+    seed: int | None = typer.Option(None, "--seed", help="seed of the prompt split"),
+    config: Path | None = typer.Option(None, "--config", help="TOML file with a [probe] table (experiments/)"),
+    out: Path | None = typer.Option(None, "--out", help="write the JSON here"),
+) -> None:
+    """Probe layer sweep (expressed component) per checkpoint and the gate readout across the whole series."""
+    from mixprobe.io import atomic_write_json
+    from mixprobe.mixture.studies import gate_readout_study, probe_layer_sweep
+    from mixprobe.report.probe_sections import _phase_lasts
+
+    cfg = _defaults(config, "probe")
+    series = _series(run_dir)
+    seed = seed if seed is not None else int(cfg.get("seed", 0))
+    names = ([_pick(series, k.strip()) for k in checkpoints.split(",")] if checkpoints
+             else [_pick(series, k) for k in cfg["checkpoints"]] if "checkpoints" in cfg else _phase_lasts(series))
+    sweep = probe_layer_sweep(series, checkpoints=names, seed=seed, C=float(cfg.get("C", 1.0)))
+    _print_rows(sweep.table(), "held-out accuracy of the expressed-component probe, by site")
+    readout = gate_readout_study(series, site=gate_site or cfg.get("gate_site", "resid_post.1"), seed=seed,
+                                 C=float(cfg.get("gate_C", 10.0)))
+    _print_rows(readout.rows, f"gate readout at {readout.site} (last prompt token)")
+    console.print(f"Spearman(readout, sampled m1 frequency) = {readout.spearman:.3f}")
+    if out:
+        atomic_write_json(out, {"probe_sweep": sweep.to_dict(), "gate_readout": readout.to_dict()})
+        console.print(f"wrote {out}")
+
+
+@app.command()
+@user_errors
+def steer(
+    run_dir: Path = typer.Argument(..., help="run folder holding series.json"),
+    checkpoint: str = typer.Option("rl", "--checkpoint", help="checkpoint name, or a phase (its last checkpoint)"),
+    toward: str = typer.Option("m2", "--toward", help="component to steer toward"),
+    alphas: str | None = typer.Option(None, "--alphas", help="comma-separated strengths, e.g. 0,2,4,8,12"),
+    samples: int = typer.Option(8, "--samples", help="sampled completions per prompt"),
+    config: Path | None = typer.Option(None, "--config", help="TOML file with a [steer] table (experiments/)"),
+    out: Path | None = typer.Option(None, "--out", help="write the JSON here"),
+) -> None:
+    """Dose-response of steering along the selection direction (final_norm, last prompt token)."""
+    from mixprobe.io import atomic_write_json
+    from mixprobe.mixture.studies import steering_dose_response
+
+    cfg = _defaults(config, "steer")
+    series = _series(run_dir)
+    name = _pick(series, checkpoint)
+    grid = _floats(alphas) if alphas else [float(a) for a in cfg.get("alphas", [0, 2, 4, 8, 12])]
+    rows = steering_dose_response(series, name, toward=toward, alphas=grid, n_samples=samples,
+                                  seed=int(cfg.get("seed", 0)))
+    _print_rows(rows, f"steering {name} toward {toward}")
+    if out:
+        atomic_write_json(out, {"checkpoint": name, "toward": toward, "rows": rows})
+        console.print(f"wrote {out}")
+
+
+@app.command()
+@user_errors
+def patch(
+    run_dir: Path = typer.Argument(..., help="run folder holding series.json"),
+    source: str = typer.Option("sft", "--source", help="phase whose last checkpoint provides activations/weights"),
+    target: str = typer.Option("rl", "--target", help="phase whose last checkpoint is patched"),
+    out: Path = typer.Option(..., "--out", help="folder for patching.html, patching.json (heatmap embedded)"),
+) -> None:
+    """Cross-checkpoint patching: activation sweep (sites × positions) and parameter groups, source → target."""
+    from mixprobe.report.analysis_sections import patching_sections
+    from mixprobe.report.page import write_report
+
+    series = _series(run_dir)
+    secs, data = patching_sections(series, target_phase=target, source_phase=source)
+    if not secs:
+        from mixprobe.errors import PatchingError
+
+        raise PatchingError(f"nothing to patch: {data.get('skipped', 'no sections')}")
+    path = write_report(secs, out, data, title=f"patching {source} → {target}", subtitle=str(run_dir))
+    console.print(secs[0].text)
+    console.print(f"wrote {path} and {path.with_suffix('.json')}")
+
+
 def main() -> None:  # pragma: no cover
     app()
 

@@ -66,3 +66,23 @@ class ArchitectureMismatchError(SeriesMismatchError, ValueError):
 
 class PatchingError(MixprobeError, ValueError):
     """A patching request that cannot mean anything (no source to patch from, misaligned source and target)."""
+
+
+class ParameterError(SiteError):
+    """Parameter patching: unknown parameter or module name, or rows out of range for the tensor."""
+
+
+class EmptyDataError(DataError):
+    """No rows or no feature columns where a probe needs data."""
+
+
+class NonFiniteError(DataError):
+    """Features (or labels, scores) contain NaN or infinity."""
+
+
+class OneClassError(DataError):
+    """Labels hold a single class; a probe needs examples of both classes."""
+
+
+class ZeroVarianceError(DataError):
+    """Every feature is constant across the rows (no direction can separate anything)."""

@@ -55,3 +55,41 @@ def test_verdict_and_report_on_trained_runs(organism_runs, tmp_path):
     assert r.exit_code == 0, r.output
     page = (tmp_path / "rep" / "report.html").read_text()
     assert page.count("data:image/png;base64,") >= 1 and "REWEIGHT" in page.upper()
+
+
+@pytest.mark.slow
+def test_analysis_commands_on_a_trained_run(organism_run, tmp_path):
+    run = organism_run.run_dir
+    # steer: the RL checkpoint steered toward m2 recovers <B>; at α=0 it is the collapsed policy
+    r = runner.invoke(app, ["steer", run, "--checkpoint", "rl", "--toward", "m2", "--alphas", "0,8",
+                            "--out", str(tmp_path / "steer.json")])
+    assert r.exit_code == 0, r.output
+    rows = json.loads((tmp_path / "steer.json").read_text())["rows"]
+    assert [row["alpha"] for row in rows] == [0.0, 8.0]
+    assert rows[0]["accuracy_B"] <= 0.05 and rows[1]["accuracy_B"] >= 0.9
+    # probe with defaults from experiments/analysis.toml
+    r = runner.invoke(app, ["probe", run, "--config", "experiments/analysis.toml", "--out", str(tmp_path / "p.json")])
+    assert r.exit_code == 0, r.output
+    res = json.loads((tmp_path / "p.json").read_text())
+    assert set(res["probe_sweep"]["accuracy"]) == {organism_run.last("sft").name, organism_run.last("rl").name}
+    assert max(res["probe_sweep"]["accuracy"][organism_run.last("sft").name].values()) >= 0.99
+    assert res["gate_readout"]["spearman"] >= 0.8
+    # capture into a store: one shard set per checkpoint, readable back with the organism's prompt count
+    r = runner.invoke(app, ["capture", run, "--store", str(tmp_path / "store"), "--sites", "resid_post.1",
+                            "--checkpoints", "sft,rl"])
+    assert r.exit_code == 0, r.output
+    from mixprobe.capture import ActivationStore
+
+    st = ActivationStore(tmp_path / "store")
+    assert len(st.checkpoints) == 2
+
+
+def test_analysis_commands_name_bad_input(organism_run, tmp_path):
+    run = organism_run.run_dir
+    assert "neither a checkpoint nor a phase" in one_line_error(
+        runner.invoke(app, ["steer", run, "--checkpoint", "rl_Z"]))
+    assert "does not exist" in one_line_error(
+        runner.invoke(app, ["probe", run, "--config", str(tmp_path / "none.toml")]))
+    assert "unknown component" in one_line_error(runner.invoke(app, ["steer", run, "--toward", "m9"]))
+    r = runner.invoke(app, ["steer", run, "--alphas", "1,x"])
+    assert r.exit_code == 2 and "comma-separated numbers" in r.output

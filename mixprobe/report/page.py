@@ -34,6 +34,14 @@ th:first-child{text-align:left} .meta{color:#666;font-size:.9em}
 """
 
 
+# Once loaded, the page records how many of its figures decoded (read back by mixprobe.report.browser).
+FIGURE_CHECK = """<script>window.addEventListener('load', function () {
+  var imgs = Array.prototype.slice.call(document.images);
+  var ok = imgs.filter(function (i) { return i.complete && i.naturalWidth > 0; }).length;
+  document.body.setAttribute('data-figures', ok + '/' + imgs.length);
+});</script>"""
+
+
 @dataclass
 class Section:
     """One block of a report."""
@@ -84,6 +92,7 @@ def render_html(sections: list[Section], title: str = "mixprobe report", subtitl
         if s.table:
             parts.append(render_table(s.table))
         parts.append("</section>")
+    parts.append(FIGURE_CHECK)
     parts.append("</body></html>")
     return "\n".join(parts)
 

@@ -85,7 +85,7 @@ def build_run_report(run_dir: str | Path, out_dir: str | Path | None = None, *, 
         vs, vd = _verdict_sections(series)
         sections += vs
         data["verdicts"] = vd
-    for name, builder, wanted in (("probes", "mixprobe.report.analysis_sections:probe_sections", include_probes),
+    for name, builder, wanted in (("probes", "mixprobe.report.probe_sections:probe_sections", include_probes),
                                   ("patching", "mixprobe.report.analysis_sections:patching_sections",
                                    include_patching)):
         if not wanted:

@@ -45,7 +45,7 @@ class RLSettings:
     batch_size: int = 64
     save_every: int = 25
     temperature: float = 1.0
-    train_embeddings: bool = False
+    train_embeddings: bool = True
     phase: str = "rl"
 
     def __post_init__(self) -> None:

@@ -1,0 +1,180 @@
+"""Ready-made studies on a checkpoint series of an organism: probe layer sweep, gate readout, steering dose-response.
+
+Problem: the three questions users ask first — *where is the expressed policy readable?*, *does the gate readout
+track the model's own choice across the series?*, *does steering along the selection direction switch the
+policy?* — each take a page of glue (datasets, splits, probes, evaluation). The report, the CLI (``mixprobe
+probe`` / ``mixprobe steer``) and the notebooks all run the same code from here.
+Mechanism:
+
+- :func:`probe_layer_sweep` — per checkpoint, a logistic probe per site on the answer-position activations
+  (:func:`~mixprobe.mixture.gate.expressed_dataset`), fit on half of the prompts and scored on the other half
+  (prompt-level split: a prompt's completions never straddle it).
+- :func:`gate_readout_study` — a soft-label logistic probe (each training row twice, weighted by the model's own
+  ``P(m1|x)`` and ``P(m2|x)``) fit on the last-prompt-token activations of every checkpoint, held-out prompts
+  scored; per (checkpoint, tag) the mean readout next to the *sampled* frequency of ``m1`` from the series'
+  evaluation, and their Spearman correlation.
+- :func:`steering_dose_response` — the readout-defined selection direction
+  (:func:`~mixprobe.mixture.gate.readout_direction`, at ``final_norm``, last prompt token) added with strength α
+  for each α of a grid; sampled accuracy per tag and mode frequency at each α (``mixprobe.train.evaluate``).
+
+Example::
+
+    from mixprobe.train.zoo import trained_organism
+    from mixprobe.mixture.studies import steering_dose_response
+    series = trained_organism(seed=0)
+    rows = steering_dose_response(series, series.last("rl").name, toward="m2", alphas=[0, 4, 8, 12])
+
+Constraints: built-in organisms (components with distinct signature tokens); probes need two classes per split.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from mixprobe.errors import DataError
+
+
+def _checkpoints(series, checkpoints):
+    if checkpoints is None:
+        return [c.name for c in series.checkpoints]
+    names = {c.name for c in series.checkpoints}
+    missing = [c for c in checkpoints if c not in names]
+    if missing:
+        raise DataError(f"checkpoints {missing} are not in the series; it has {sorted(names)}")
+    return list(checkpoints)
+
+
+def _prompt_split(n_prompts: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    perm = np.random.RandomState(seed).permutation(n_prompts)
+    return np.sort(perm[: n_prompts // 2]), np.sort(perm[n_prompts // 2:])
+
+
+def default_sites(n_layers: int) -> list[str]:
+    """``embed``, ``resid_post.0 … resid_post.{L-1}``: the residual stream after each block."""
+    return ["embed"] + [f"resid_post.{i}" for i in range(n_layers)]
+
+
+@dataclass
+class ProbeSweep:
+    """Held-out accuracy per (checkpoint, site)."""
+
+    sites: list[str]
+    accuracy: dict[str, dict[str, float]]          # checkpoint -> site -> held-out accuracy
+
+    def table(self) -> list[dict]:
+        return [{"checkpoint": c, **{s: a[s] for s in self.sites}} for c, a in self.accuracy.items()]
+
+    def to_dict(self) -> dict:
+        return {"sites": self.sites, "accuracy": self.accuracy}
+
+
+def probe_layer_sweep(series, *, checkpoints: list[str] | None = None, sites: list[str] | None = None,
+                      C: float = 1.0, seed: int = 0) -> ProbeSweep:
+    """Which component is being expressed, read from the answer position: held-out accuracy per site."""
+    from mixprobe.mixture.gate import expressed_dataset
+    from mixprobe.probes import LogisticProbe
+    from mixprobe.train.pipeline import load_checkpoint, organism_of
+
+    organism = organism_of(series)
+    names = _checkpoints(series, checkpoints)
+    acc: dict[str, dict[str, float]] = {}
+    used_sites: list[str] = []
+    n_prompts = len(organism.prompt_set())
+    train_p, _ = _prompt_split(n_prompts, seed)
+    for name in names:
+        model, tok = load_checkpoint(series.path(name))
+        used_sites = sites or default_sites(model.config.num_hidden_layers)
+        data = expressed_dataset(model, tok, organism, sites=used_sites)
+        prompt_idx = np.arange(len(data.labels)) % n_prompts
+        tr = np.isin(prompt_idx, train_p)
+        y = data.labels.numpy()
+        acc[name] = {}
+        for s in data.sites:
+            X = data.features[s].numpy()
+            acc[name][s] = float(LogisticProbe(C=C).fit(X[tr], y[tr]).score(X[~tr], y[~tr]))
+        used_sites = data.sites
+    return ProbeSweep(used_sites, acc)
+
+
+@dataclass
+class GateReadout:
+    """Mean held-out gate readout per (checkpoint, tag), next to the model's own sampled frequency of ``m1``."""
+
+    site: str
+    rows: list[dict]                 # checkpoint, tag, readout, m1_frequency, p_m1
+    spearman: float
+    extra: dict = field(default_factory=dict)
+
+    def value(self, checkpoint: str, tag: str, key: str = "readout") -> float:
+        for r in self.rows:
+            if r["checkpoint"] == checkpoint and r["tag"] == tag:
+                return r[key]
+        raise KeyError((checkpoint, tag))
+
+    def to_dict(self) -> dict:
+        return {"site": self.site, "rows": self.rows, "spearman": self.spearman, **self.extra}
+
+
+def gate_readout_study(series, *, site: str = "resid_post.1", checkpoints: list[str] | None = None,
+                       C: float = 10.0, seed: int = 0) -> GateReadout:
+    """Fit the gate probe at the last prompt token on half of the prompts; read the other half everywhere."""
+    from scipy.stats import spearmanr
+
+    from mixprobe.mixture.gate import gate_dataset
+    from mixprobe.probes import LogisticProbe
+    from mixprobe.train.pipeline import organism_of
+
+    organism = organism_of(series)
+    names = _checkpoints(series, checkpoints)
+    data = gate_dataset(series, organism, sites=[site], checkpoints=names, seed=seed)
+    n_prompts = len(organism.prompt_set())
+    train_p, _ = _prompt_split(n_prompts, seed)
+    tr = np.isin(np.arange(len(data.labels)) % n_prompts, train_p)
+    X = data.features[data.sites[0]].numpy()
+    p = data.gate[:, 0].numpy()
+    Xd = np.concatenate([X[tr], X[tr]])
+    yd = np.r_[np.ones(tr.sum()), np.zeros(tr.sum())]
+    probe = LogisticProbe(C=C).fit(Xd, yd, sample_weight=np.r_[p[tr], 1 - p[tr]])
+    score = probe.predict_proba(X)[:, 1]
+    first = organism.components[0]
+    rows = []
+    for name in names:
+        freq = series.get(name).metrics.get("mode_frequency", {})
+        for tag in organism.config.tags:
+            idx = data.rows(name, tag).numpy()
+            idx = idx[~tr[idx]]
+            rows.append({"checkpoint": name, "tag": tag, "readout": float(score[idx].mean()),
+                         "m1_frequency": float(freq[tag][first]) if tag in freq else float("nan"),
+                         "p_m1": float(p[idx].mean())})
+    sampled = [r["m1_frequency"] for r in rows]
+    target = sampled if not np.isnan(sampled).any() else [r["p_m1"] for r in rows]
+    rho = float(spearmanr([r["readout"] for r in rows], target).correlation)
+    return GateReadout(data.sites[0], rows, rho, {"against": "sampled m1 frequency"
+                                                   if target is sampled else "exact P(m1)"})
+
+
+def steering_dose_response(series, checkpoint: str, *, toward: str, away: str | None = None,
+                           alphas=(0.0, 2.0, 4.0, 8.0, 12.0), n_samples: int = 8, seed: int = 0) -> list[dict]:
+    """Accuracy per tag and frequency of ``toward`` while steering ``checkpoint`` along the selection direction."""
+    from mixprobe.mixture.gate import at_prefill_last, readout_direction
+    from mixprobe.models.handle import ModelHandle
+    from mixprobe.train.evaluate import evaluate
+    from mixprobe.train.pipeline import load_checkpoint, organism_of
+
+    organism = organism_of(series)
+    _checkpoints(series, [checkpoint])
+    comps = organism.components
+    if toward not in comps:
+        raise DataError(f"unknown component {toward!r}; the organism has {comps}")
+    away = away or next(c for c in comps if c != toward)
+    model, tok = load_checkpoint(series.path(checkpoint))
+    v = readout_direction(model, tok, organism, toward=toward, away=away)
+    h = ModelHandle(model, tok)
+    rows = []
+    for a in alphas:
+        with h.intervene({"final_norm": at_prefill_last(v, float(a))}):
+            ev = evaluate(model, tok, organism, n_samples=n_samples, seed=seed)
+        rows.append({"alpha": float(a), **{f"accuracy_{t}": ev["accuracy"][t] for t in ev["accuracy"]},
+                     **{f"{toward}_frequency_{t}": ev["mode_frequency"][t][toward] for t in ev["mode_frequency"]}})
+    return rows

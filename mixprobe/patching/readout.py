@@ -1,0 +1,228 @@
+"""Readout-matched subspace patching at ``final_norm``: patch the *gate coordinate*, not the activation.
+
+Problem: subspace patching copies the source's projection on a direction, ``a_t + ((a_s − a_t)·d̂) d̂``. That
+presumes the difference between the runs lives in the activation. Across checkpoints it may not: when
+fine-tuning changed the weights that *read* the final hidden state (on the tag-mixture organism GRPO on ``<A>``
+moves the unembedding rows of the mode tokens ``m1``/``m2``, docs/patching.md), the SFT and RL activations are
+almost identical, their projections on any direction agree, and the classical subspace patch restores nothing —
+although the RL model's behaviour is decided by one coordinate of that activation: the one its head turns into
+the logit difference ``z[toward] − z[away]``.
+
+Mechanism (:func:`readout_patch`): for target and source, take the final-norm output ``h`` (the unembedding's
+input) and each model's *own* readout ``LD = z[toward] − z[away]`` with ``z = W_U h (+ b)``. At the patched
+positions, move the target's ``h`` along one direction ``d`` by the amount that makes the *target's* head read
+the *source's* value::
+
+    h' = h_t + α d,   α = (LD_s − LD_t) / ((W_t[toward] − W_t[away]) · d)
+
+That is a one-dimensional patch (it lies in ``span(d)``) of the logit-relevant coordinate. ``d`` is
+``"readout"`` (default) — ``W_t⁺ (e_toward − e_away)``, the minimum-norm change that moves only these two logits
+(exactly so when ``W_U`` has full row rank; it is ``mixprobe.mixture.gate.readout_direction`` of the target) —,
+``"rows"`` — ``W_t[toward] − W_t[away]`` —, or any ``[d_model]`` tensor (e.g. the source model's readout
+direction, or a probe's selection direction). The result also reports the classical projection patch along the
+same ``d`` (``restoration_projection``) and how much the patch moved every *other* logit (``off_target``).
+
+Example (two random tiny models stand in for an SFT and an RL checkpoint; vocab < d_model, so the readout
+direction moves only the two logits and the logit difference is restored exactly)::
+
+    >>> import torch
+    >>> from mixprobe.organisms.configs import tiny_model
+    >>> from mixprobe.patching.engine import SimpleBatch
+    >>> from mixprobe.patching.metrics import logit_diff
+    >>> sft, rl = tiny_model("llama", vocab_size=16, seed=0), tiny_model("llama", vocab_size=16, seed=1)
+    >>> ids = torch.tensor([[1, 5, 6], [1, 7, 6]]); batch = SimpleBatch(ids, torch.ones_like(ids))
+    >>> res = readout_patch(rl, sft, batch, toward=4, away=3, metric=logit_diff(4, 3))
+    >>> round(res.restoration, 4), res.off_target < 1e-4
+    (1.0, True)
+
+Constraints: patches only at ``final_norm``, so it changes the logits of the patched positions and nothing else
+(use ``"last_prompt"`` for the gate decision); target and source must share the architecture
+(:class:`~mixprobe.errors.ArchitectureMismatchError`); a direction of the wrong width raises
+:class:`~mixprobe.errors.ShapeError`, a direction the target's readout ignores (``r · d ≈ 0``) or
+``toward == away`` raises :class:`~mixprobe.errors.DataError`; positions follow
+:mod:`mixprobe.patching.positions` (:class:`~mixprobe.errors.PositionError` outside the sequence). Gemma's final
+logit soft-capping is applied after the patch; the matched quantity is the pre-cap logit difference.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from mixprobe.errors import DataError, ParameterError, PatchingError, ShapeError
+from mixprobe.patching.engine import as_batch, check_compatible, model_inputs
+from mixprobe.patching.layerwise import Arch
+from mixprobe.patching.metrics import Metric, evaluate
+from mixprobe.patching.positions import PositionSpec, label, resolve_mask
+from mixprobe.patching.sweep import restoration
+
+DirectionSpec = str | torch.Tensor
+
+
+@dataclass
+class ReadoutPatchResult:
+    """A readout-matched subspace patch and, for comparison, the classical projection patch along ``d``."""
+
+    position: str
+    direction: str
+    m_target: float
+    m_source: float
+    m_patched: float
+    restoration: float
+    m_projection: float
+    restoration_projection: float
+    ld_target: float                 # mean target readout z[toward] − z[away] at the patched positions
+    ld_source: float                 # mean source readout (through the source's own head)
+    ld_patched: float                # mean readout of the patched target
+    off_target: float                # max |Δ logit| over every other token at the patched positions
+    alpha: torch.Tensor              # [n_patched] step along d per patched (example, position)
+    per_example: torch.Tensor        # [batch] patched metric
+    info: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        def num(x: float) -> float | None:
+            return None if math.isnan(x) else x
+        return {"method": "readout_subspace", "position": self.position, "direction": self.direction,
+                "m_target": self.m_target, "m_source": self.m_source, "m_patched": self.m_patched,
+                "restoration": num(self.restoration), "m_projection": self.m_projection,
+                "restoration_projection": num(self.restoration_projection), "ld_target": self.ld_target,
+                "ld_source": self.ld_source, "ld_patched": self.ld_patched, "off_target": self.off_target,
+                "alpha_mean": float(self.alpha.mean()) if self.alpha.numel() else 0.0, **self.info}
+
+
+def _token_id(handle: Any, token: int | str, vocab_size: int) -> int:
+    if isinstance(token, str):
+        tok = getattr(handle, "tokenizer", None)
+        if tok is None:
+            raise ParameterError(f"token {token!r} is a string but the model has no tokenizer; pass a token id "
+                                 "or a ModelHandle")
+        vocab = tok.get_vocab()
+        if token not in vocab:
+            raise ParameterError(f"token {token!r} is not in the vocabulary; pass a single-token string or an id")
+        return int(vocab[token])
+    t = int(token)
+    if not 0 <= t < vocab_size:
+        raise ParameterError(f"token id {t} is out of range for a vocabulary of {vocab_size}")
+    return t
+
+
+def final_hidden(arch: Arch, batch: Any) -> torch.Tensor:
+    """The final-norm output ``[B, T, d_model]`` (input of the unembedding) of ``arch.model`` on ``batch``."""
+    ids, mask, pos = model_inputs(arch.model, batch)
+    with torch.no_grad():
+        run = arch.capture(ids, mask, pos, calls=False)
+        h = run.acts[("resid_post", arch.n_layers - 1)]
+        return arch.final_norm(h) if arch.final_norm is not None else h
+
+
+def final_hidden_device(arch: Arch) -> torch.device:
+    """The device of ``arch``'s parameters."""
+    return next(arch.model.parameters()).device
+
+
+def _logits(arch: Arch, h: torch.Tensor) -> torch.Tensor:
+    z = arch.lm_head(h)
+    return torch.tanh(z / arch.softcap) * arch.softcap if arch.softcap else z
+
+
+def readout_vector(arch: Arch, toward: int, away: int) -> torch.Tensor:
+    """``W_U[toward] − W_U[away]``: the vector whose dot product with ``h`` is the (pre-bias) logit difference."""
+    W = arch.lm_head.weight.detach().float()
+    return W[toward] - W[away]
+
+
+def readout_direction(arch: Arch, toward: int, away: int) -> torch.Tensor:
+    """``W_U⁺ (e_toward − e_away)``: minimum-norm ``h`` change raising ``z[toward]`` by 1, lowering ``z[away]``."""
+    W = arch.lm_head.weight.detach().double()
+    e = torch.zeros(W.shape[0], dtype=torch.float64, device=W.device)
+    e[toward], e[away] = 1.0, -1.0
+    return (torch.linalg.pinv(W) @ e).float()
+
+
+def _direction(spec: DirectionSpec, arch: Arch, toward: int, away: int) -> tuple[torch.Tensor, str]:
+    if isinstance(spec, str):
+        if spec == "readout":
+            return readout_direction(arch, toward, away), "readout"
+        if spec == "rows":
+            return readout_vector(arch, toward, away), "rows"
+        raise PatchingError(f"unknown direction {spec!r}; use 'readout', 'rows' or a [d_model] tensor")
+    d = torch.as_tensor(spec).detach()
+    if d.ndim != 1 or d.shape[0] != arch.d_model:
+        raise ShapeError(f"direction has shape {tuple(d.shape)}; readout patching needs one direction of shape "
+                         f"[{arch.d_model}] (d_model of this model)")
+    d = d.float()
+    if not bool(torch.isfinite(d).all()):
+        raise DataError("direction contains NaN/inf")
+    return d, "given"
+
+
+def readout_patch(
+    target: Any,
+    source: Any,
+    prompts: Any,
+    *,
+    toward: int | str,
+    away: int | str,
+    metric: Metric,
+    position: PositionSpec = "last_prompt",
+    direction: DirectionSpec = "readout",
+) -> ReadoutPatchResult:
+    """Move the target's final-norm output along ``direction`` until its head reads the source's logit difference.
+
+    ``toward``/``away``: token ids or single-token strings (e.g. ``"m2"``, ``"m1"``); ``position``: where to patch
+    (one spec, see :mod:`mixprobe.patching.positions`); ``direction``: ``"readout"``, ``"rows"`` or a
+    ``[d_model]`` tensor. Both models run on the same ``prompts`` (cross-checkpoint patching).
+    """
+    if prompts is None:
+        raise PatchingError("prompts is required (strings for a handle, or a Batch)")
+    check_compatible(target, source)
+    arch, s_arch = Arch.of(target), Arch.of(source)
+    V = int(arch.lm_head.weight.shape[0])
+    a, b = _token_id(target, toward, V), _token_id(target, away, V)
+    if a == b:
+        raise DataError(f"toward and away are the same token ({a}); the readout is their logit difference")
+    batch = as_batch(target, prompts)
+    d, d_name = _direction(direction, arch, a, b)
+    h_t = final_hidden(arch, batch)
+    dev = h_t.device
+    h_s_own = final_hidden(s_arch, batch)                 # on the source's device, read by the source's head
+    h_s = h_s_own.to(dev, h_t.dtype)
+    mask = resolve_mask(position, batch.attention_mask, getattr(batch, "prompt_lengths", None)).to(dev)
+    d = d.to(dev, h_t.dtype)
+    r_t = readout_vector(arch, a, b).to(dev, h_t.dtype)
+    gain = float(r_t @ d)
+    if float(d.norm()) == 0.0 or abs(gain) < 1e-6 * float(r_t.norm()) * float(d.norm()):
+        raise DataError(f"the target's readout of tokens {a}−{b} ignores this direction (r·d = {gain:.3g}); pick a "
+                        "direction with a component along W_U[toward] − W_U[away]")
+    with torch.no_grad():
+        z_t, z_s = arch.lm_head(h_t), s_arch.lm_head(h_s_own).to(dev, h_t.dtype)
+        ld_t, ld_s = z_t[..., a] - z_t[..., b], z_s[..., a] - z_s[..., b]
+        alpha = torch.where(mask, (ld_s - ld_t) / gain, torch.zeros_like(ld_t))          # [B, T]
+        h_p = h_t + alpha[..., None] * d
+        z_p = arch.lm_head(h_p)
+        du = d / d.norm()
+        h_proj = h_t + mask[..., None].to(h_t.dtype) * (((h_s - h_t) @ du)[..., None] * du)
+        logits_t, logits_s = _logits(arch, h_t), _logits(s_arch, h_s_own).to(dev)
+        logits_p, logits_proj = _logits(arch, h_p), _logits(arch, h_proj)
+    m_t = evaluate(metric, logits_t, batch).mean()
+    m_s = evaluate(metric, logits_s, batch).mean()
+    per = evaluate(metric, logits_p, batch)
+    m_proj = evaluate(metric, logits_proj, batch).mean()
+    mt, ms, mp, mj = float(m_t), float(m_s), float(per.mean()), float(m_proj)
+    others = torch.ones(V, dtype=torch.bool, device=z_p.device)
+    others[[a, b]] = False
+    dz = (z_p - z_t)[mask][:, others]
+    return ReadoutPatchResult(
+        position=label(position), direction=d_name, m_target=mt, m_source=ms, m_patched=mp,
+        restoration=float(restoration(mp, mt, ms)), m_projection=mj,
+        restoration_projection=float(restoration(mj, mt, ms)), ld_target=float(ld_t[mask].mean()),
+        ld_source=float(ld_s[mask].mean()), ld_patched=float((z_p[..., a] - z_p[..., b])[mask].mean()),
+        off_target=float(dz.abs().max()) if dz.numel() else 0.0, alpha=alpha[mask].cpu(), per_example=per.cpu(),
+        info={"toward": a, "away": b, "direction_norm": float(d.norm()), "readout_gain": gain,
+              "batch_size": int(batch.input_ids.shape[0])},
+    )
+
+
+__all__ = ["ReadoutPatchResult", "final_hidden", "readout_direction", "readout_patch", "readout_vector"]

@@ -1,0 +1,116 @@
+"""Input checks shared by every probe: named errors instead of silent garbage.
+
+Problem: a probe fitted on NaN features, one class of labels, or constant features still "fits" in most
+libraries — it returns a direction of zeros or NaNs, and a layer sweep quietly reports 50 % where the real
+problem is a broken capture. Mechanism: every estimator and the batched fitter pass their arrays through
+:func:`check_features` and :func:`check_labels`, which turn them into float numpy arrays and raise a named
+:class:`~mixprobe.errors.DataError` subclass that says what was wrong and what to do:
+
+==========================  ===============================================================
+error                       raised when
+==========================  ===============================================================
+``EmptyDataError``          no rows or no feature columns
+``NonFiniteError``          NaN or ±inf anywhere in the features
+``ShapeError``              features and labels disagree on the number of rows, wrong rank
+``OneClassError``           the labels hold a single class
+``ZeroVarianceError``       every feature column is constant (names the site when given)
+``DataError``               more than two classes (probes here are binary)
+==========================  ===============================================================
+
+Example:
+    >>> import numpy as np
+    >>> X = check_features(np.ones((3, 2)) * [[1.0], [2.0], [3.0]])
+    >>> X.dtype, X.shape
+    (dtype('float64'), (3, 2))
+    >>> check_features(np.ones((4, 3)), site="resid_post.2")
+    Traceback (most recent call last):
+    ...
+    mixprobe.errors.ZeroVarianceError: all 3 features are constant across the 4 rows at site 'resid_post.2' ...
+
+Constraints: torch tensors are accepted (moved to the CPU and converted); checks cost one pass over the data.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from mixprobe.errors import DataError, EmptyDataError, NonFiniteError, OneClassError, ShapeError, ZeroVarianceError
+
+
+def to_numpy(a: Any, dtype: type | None = np.float64) -> np.ndarray:
+    """``a`` (numpy array, torch tensor, list) as a numpy array (``dtype`` unless ``None``)."""
+    if hasattr(a, "detach") and hasattr(a, "cpu"):
+        a = a.detach().cpu()
+        if dtype is not None and str(a.dtype) in ("torch.bfloat16", "torch.float16"):
+            a = a.float()
+        a = a.numpy()
+    return np.asarray(a, dtype=dtype) if dtype is not None else np.asarray(a)
+
+
+def _where(site: str | None) -> str:
+    return f" at site {site!r}" if site is not None else ""
+
+
+def check_features(X: Any, *, site: str | None = None, ndim: int = 2, allow_constant: bool = False) -> np.ndarray:
+    """``X`` as a finite float64 array of rank ``ndim`` with rows and columns; named errors otherwise."""
+    X = to_numpy(X)
+    where = _where(site)
+    if X.ndim != ndim:
+        shape = "[n_rows, n_features]" if ndim == 2 else "[n_rows, 2, n_features] (contrast pairs)"
+        raise ShapeError(f"features{where} must have shape {shape}, got an array of shape {list(X.shape)}")
+    if X.shape[0] == 0 or X.shape[-1] == 0:
+        raise EmptyDataError(f"features{where} are empty (shape {list(X.shape)}); capture some rows first")
+    if not np.isfinite(X).all():
+        bad = ~np.isfinite(X)
+        rows = np.unique(np.nonzero(bad)[0])
+        raise NonFiniteError(
+            f"features{where} contain {int(bad.sum())} NaN/inf values in {rows.size} rows (first rows: "
+            f"{rows[:5].tolist()}); drop those rows or fix the capture (fp16 overflow is a common cause)"
+        )
+    if not allow_constant:
+        flat = X.reshape(-1, X.shape[-1]) if ndim == 2 else (X[:, 0] - X[:, 1])
+        scale = max(1.0, float(np.abs(flat).max()))
+        if float(np.ptp(flat, axis=0).max()) <= 1e-12 * scale:  # constant up to float rounding
+            what = "features" if ndim == 2 else "contrast differences (yes − no)"
+            raise ZeroVarianceError(
+                f"all {X.shape[-1]} {what} are constant across the {X.shape[0]} rows{where} "
+                "(a dead site, or the same activation captured for every row?); check the site and positions"
+            )
+    return X
+
+
+def check_labels(y: Any, n_rows: int, *, site: str | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """``(classes, y01)``: the two sorted class values and the labels as 0/1 floats (1 = ``classes[1]``)."""
+    y = to_numpy(y, dtype=None).reshape(-1) if y is not None else None
+    where = _where(site)
+    if y is None or y.size == 0:
+        raise EmptyDataError(f"no labels{where}; pass one label per row")
+    if y.shape[0] != n_rows:
+        raise ShapeError(f"{n_rows} feature rows but {y.shape[0]} labels{where}; pass one label per row")
+    if y.dtype.kind == "f" and not np.isfinite(y).all():
+        raise NonFiniteError(f"labels{where} contain NaN/inf; drop those rows")
+    classes = np.unique(y)
+    if classes.size < 2:
+        raise OneClassError(
+            f"labels{where} hold one class only ({classes.tolist()}); a probe needs examples of both classes "
+            "(check the label column, or that the prompt set covers both modes)"
+        )
+    if classes.size > 2:
+        raise DataError(
+            f"labels{where} hold {classes.size} classes ({classes[:6].tolist()}...); mixprobe probes are binary — "
+            "fit one probe per class (one-vs-rest)"
+        )
+    return classes, (y == classes[1]).astype(np.float64)
+
+
+def check_sample_weight(sample_weight: Any, n_rows: int) -> np.ndarray:
+    """Non-negative finite per-row weights (ones when ``None``)."""
+    if sample_weight is None:
+        return np.ones(n_rows)
+    w = to_numpy(sample_weight).reshape(-1)
+    if w.shape[0] != n_rows:
+        raise ShapeError(f"{n_rows} rows but {w.shape[0]} sample weights; pass one weight per row")
+    if not np.isfinite(w).all() or (w < 0).any() or w.sum() <= 0:
+        raise DataError("sample weights must be finite, non-negative and not all zero")
+    return w

@@ -1,0 +1,258 @@
+"""Probe estimators: scikit-learn conformance, agreement with LogisticRegression, planted-direction recovery,
+and a named error for every bad input."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from sklearn.base import clone
+from sklearn.linear_model import LogisticRegression
+from sklearn.model_selection import GridSearchCV, cross_val_score
+
+from mixprobe.errors import (DataError, EmptyDataError, NonFiniteError, OneClassError, ShapeError,
+                             ZeroVarianceError)
+from mixprobe.probes import (CCSProbe, CRAProbe, LATProbe, LogisticProbe, MassMeanProbe, fit_probes,
+                             format_with_template, layer_sweep)
+
+
+def planted(n=600, d=12, sep=2.0, seed=0, offset=5.0):
+    """Gaussian blobs separated along a random unit direction u, plus a constant offset (unscaled features)."""
+    rng = np.random.default_rng(seed)
+    u = rng.normal(size=d)
+    u /= np.linalg.norm(u)
+    y = rng.integers(0, 2, n)
+    X = rng.normal(size=(n, d)) + offset + np.outer(2 * y - 1, u) * sep
+    return X, y, u
+
+
+def pairs(n=600, d=16, seed=0):
+    """Contrast pairs: truth t moves x⁺ along +v and x⁻ along −v (or the reverse); a big 'Yes'/'No' token
+    direction w separates the two sets regardless of truth (mean normalisation must remove it)."""
+    rng = np.random.default_rng(seed)
+    v, w = np.linalg.qr(rng.normal(size=(d, 2)))[0].T
+    t = rng.integers(0, 2, n)
+    base = rng.normal(size=(n, d))
+    sgn = (2 * t - 1)[:, None]
+    xp = base + 2.0 * sgn * v + 6.0 * w + 0.3 * rng.normal(size=(n, d))
+    xn = base - 2.0 * sgn * v - 6.0 * w + 0.3 * rng.normal(size=(n, d))
+    return np.stack([xp, xn], 1), t, v
+
+
+ALL = [LogisticProbe(C=0.5), MassMeanProbe(), LATProbe(), LATProbe(variant="mean_diff")]
+
+
+@pytest.mark.parametrize("est", ALL, ids=lambda e: type(e).__name__ + getattr(e, "variant", ""))
+def test_sklearn_conformance_single_input(est):
+    X, y, _ = planted()
+    c = clone(est)
+    assert c.get_params() == est.get_params() and c is not est
+    assert not hasattr(c, "coef_")                       # clone carries hyper-parameters only
+    scores = cross_val_score(c, X, y, cv=3)
+    assert scores.shape == (3,) and scores.min() > 0.9
+    c.fit(X, y)
+    proba = c.predict_proba(X)
+    assert proba.shape == (len(y), 2) and np.allclose(proba.sum(1), 1.0)
+    assert np.array_equal(c.predict(X), c.classes_[(c.decision_function(X) > 0).astype(int)])
+    assert c.score(X, y) > 0.9
+
+
+def test_get_set_params_and_grid_search():
+    p = LogisticProbe()
+    assert p.set_params(C=0.1, dtype="float32") is p
+    assert p.get_params()["C"] == 0.1 and p.get_params()["dtype"] == "float32"
+    X, y, _ = planted(n=300)
+    gs = GridSearchCV(LogisticProbe(), {"C": [0.01, 1.0]}, cv=3).fit(X, y)
+    assert gs.best_params_["C"] in (0.01, 1.0) and gs.best_score_ > 0.9
+    m = MassMeanProbe().set_params(calibration_fraction=0.0, score_type="cosine")
+    assert m.get_params() == {"calibration_fraction": 0.0, "score_type": "cosine", "random_state": 0}
+
+
+def test_string_labels_and_classes_order():
+    X, y, _ = planted(n=300)
+    names = np.where(y == 1, "m1", "m2")                  # classes_ sorted: ['m1', 'm2'] -> positive is 'm2'
+    p = LogisticProbe().fit(X, names)
+    assert list(p.classes_) == ["m1", "m2"]
+    assert set(p.predict(X)) <= {"m1", "m2"} and p.score(X, names) > 0.9
+
+
+@pytest.mark.parametrize("C", [0.01, 1.0, 100.0])
+@pytest.mark.parametrize("weights", [False, True])
+def test_logistic_matches_sklearn(C, weights):
+    X, y, _ = planted(n=400, d=10, sep=0.8, seed=1)
+    X = X * np.exp(np.random.default_rng(2).normal(0, 1, X.shape[1]))          # anisotropic scales
+    sw = np.random.default_rng(3).uniform(0.2, 3.0, len(y)) if weights else None
+    ref = LogisticRegression(C=C, solver="newton-cholesky", tol=1e-12, max_iter=1000).fit(X, y, sample_weight=sw)
+    ours = LogisticProbe(C=C).fit(X, y, sample_weight=sw)
+    assert ours.converged_
+    scale = np.abs(ref.coef_).max()
+    np.testing.assert_allclose(ours.coef_, ref.coef_, rtol=0, atol=1e-6 * scale)
+    np.testing.assert_allclose(ours.intercept_, ref.intercept_, rtol=0, atol=1e-6 * max(1, abs(ref.intercept_[0])))
+    np.testing.assert_allclose(ours.predict_proba(X), ref.predict_proba(X), atol=1e-8)
+    # float32 is faster and still close
+    f32 = LogisticProbe(C=C, dtype="float32").fit(X, y, sample_weight=sw)
+    np.testing.assert_allclose(f32.predict_proba(X), ref.predict_proba(X), atol=1e-3)
+
+
+def test_logistic_no_intercept_matches_sklearn():
+    X, y, _ = planted(n=300, d=6, sep=1.0, offset=0.0)
+    ref = LogisticRegression(C=0.3, fit_intercept=False, solver="newton-cholesky", tol=1e-12).fit(X, y)
+    ours = LogisticProbe(C=0.3, fit_intercept=False).fit(X, y)
+    np.testing.assert_allclose(ours.coef_, ref.coef_, atol=1e-7)
+    assert ours.intercept_[0] == 0.0
+
+
+def test_batched_fit_matches_sklearn_per_site():
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 2, 250)
+    X = np.stack([rng.normal(size=(250, 8)) * (s + 1) + np.outer(y, rng.normal(size=8)) for s in range(5)])
+    fits = fit_probes(torch.as_tensor(X), y, C=0.7, dtype="float64", sites=[f"resid_post.{i}" for i in range(5)])
+    assert list(fits) == [f"resid_post.{i}" for i in range(5)]
+    for i, s in enumerate(fits):
+        ref = LogisticRegression(C=0.7, solver="newton-cholesky", tol=1e-12).fit(X[i], y)
+        np.testing.assert_allclose(fits[s].coef_, ref.coef_, atol=1e-6 * np.abs(ref.coef_).max())
+        np.testing.assert_allclose(fits[s].predict_proba(X[i]), ref.predict_proba(X[i]), atol=1e-8)
+        assert fits.summary[s]["converged"]
+    # float32 (the batched default) agrees to ~1e-4 in probability
+    f32 = fit_probes(X, y, C=0.7)
+    for i, s in enumerate(f32):
+        ref = LogisticRegression(C=0.7, solver="newton-cholesky", tol=1e-12).fit(X[i], y)
+        np.testing.assert_allclose(f32[s].predict_proba(X[i]), ref.predict_proba(X[i]), atol=2e-4)
+
+
+def test_fit_probes_other_estimators_and_dict_with_two_widths():
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 2, 200)
+    feats = {"a": rng.normal(size=(200, 6)) + 3 * np.outer(y, np.eye(6)[1]),
+             "b": rng.normal(size=(200, 9)) + 3 * np.outer(y, np.eye(9)[4])}
+    fits = fit_probes(feats, y)
+    assert fits["a"].coef_.shape == (1, 6) and fits["b"].coef_.shape == (1, 9)
+    mms = fit_probes(feats, y, estimator="mass_mean")
+    assert int(np.argmax(np.abs(mms["b"].direction_))) == 4
+    inst = fit_probes(feats, y, estimator=LATProbe(variant="mean_diff"))
+    assert isinstance(inst["a"], LATProbe) and inst.summary["a"]["train_accuracy"] > 0.9
+
+
+def test_layer_sweep_curve():
+    rng = np.random.default_rng(1)
+    y = rng.integers(0, 2, 400)
+    X = np.stack([rng.normal(size=(400, 10)) + s * 0.8 * np.outer(2 * y - 1, np.eye(10)[0]) for s in range(4)])
+    sw = layer_sweep(X, y, sites=["l0", "l1", "l2", "l3"])
+    accs = [a for _, a in sw.curve()]
+    assert accs[0] < 0.65 and accs[-1] > 0.9 and sw.best_site == "l3"
+    assert len(np.intersect1d(sw.train_index, sw.test_index)) == 0
+    assert sw.to_dict()["n_test"] == 100
+
+
+def test_mass_mean_recovers_planted_direction_and_is_calibrated():
+    X, y, u = planted(n=2000, d=20, sep=1.0)
+    p = MassMeanProbe(calibration_fraction=0.3).fit(X, y)
+    assert abs(float(p.unit_direction_ @ u)) > 0.95 and float(p.unit_direction_ @ u) > 0
+    assert p.n_calibration_ == pytest.approx(600, abs=2)
+    # Bayes-optimal logit along u for unit-variance blobs at ±sep: 2·sep·(x·u − offset·Σu); calibrated probs track it
+    from mixprobe.probes import rms_calibration_error
+    assert rms_calibration_error(y, p.predict_proba(X)[:, 1]) < 0.05
+    # the linear form equals the decision function
+    np.testing.assert_allclose(X @ p.coef_[0] + p.intercept_[0], p.decision_function(X), atol=1e-9)
+
+
+def test_lat_pca_recovers_direction():
+    X, y, u = planted(n=1000, d=20, sep=1.5)
+    p = LATProbe(variant="pca").fit(X, y)
+    assert float(p.unit_direction_ @ u) > 0.9           # oriented by the labels
+    assert p.score(X, y) > 0.9
+
+
+def test_template_helper():
+    out = format_with_template(["a", "b"], "Consider {concept}: {input}", concept="mode")
+    assert out == ["Consider mode: a", "Consider mode: b"]
+    with pytest.raises(DataError):
+        format_with_template(["a"], "no placeholder")
+
+
+def test_ccs_recovers_planted_contrast_up_to_sign():
+    X, t, v = pairs()
+    unsup = CCSProbe(n_restarts=5, max_iter=500).fit(X)
+    assert unsup.sign_identified_ is False
+    w = unsup.coef_[0] / np.linalg.norm(unsup.coef_[0])
+    assert abs(float(w @ v)) > 0.9                       # direction found, sign unknown
+    acc = float(np.mean(unsup.predict(X) == t))
+    assert max(acc, 1 - acc) > 0.95
+    assert unsup.losses_.shape == (5,) and unsup.loss_ == unsup.losses_.min()
+    sup = CCSProbe(n_restarts=5, max_iter=500).fit(X, t)
+    assert sup.sign_identified_ is True and sup.score(X, t) > 0.95
+    flat = X.reshape(len(X), -1)                         # [n, 2d] form works with cross_val_score
+    assert cross_val_score(CCSProbe(n_restarts=3, max_iter=300), flat, t, cv=3).min() > 0.9
+    q = sup.predict_proba(X)[:, 1]
+    assert np.all((q >= 0) & (q <= 1))
+
+
+def test_cra_is_mass_mean_on_differences():
+    X, t, v = pairs()
+    cra = CRAProbe(calibration_fraction=0.0).fit(X, t)
+    mms = MassMeanProbe(calibration_fraction=0.0).fit(X[:, 0] - X[:, 1], t)
+    np.testing.assert_allclose(cra.direction_, mms.direction_)
+    assert float(cra.unit_direction_ @ v) > 0.95 and cra.score(X, t) > 0.95
+    assert cross_val_score(CRAProbe(), X.reshape(len(X), -1), t, cv=3).min() > 0.9
+
+
+# --- named errors --------------------------------------------------------------------------------------------
+
+SINGLE = [LogisticProbe, MassMeanProbe, LATProbe]
+
+
+@pytest.mark.parametrize("cls", SINGLE)
+def test_one_class_labels(cls):
+    X, _, _ = planted(n=50)
+    with pytest.raises(OneClassError, match="one class"):
+        cls().fit(X, np.ones(50))
+
+
+@pytest.mark.parametrize("cls", SINGLE)
+def test_nan_features(cls):
+    X, y, _ = planted(n=50)
+    X[3, 2] = np.nan
+    X[7, 0] = np.inf
+    with pytest.raises(NonFiniteError, match="NaN/inf"):
+        cls().fit(X, y)
+
+
+@pytest.mark.parametrize("cls", SINGLE)
+def test_shape_mismatch(cls):
+    X, y, _ = planted(n=50)
+    with pytest.raises(ShapeError, match="50 feature rows but 49 labels"):
+        cls().fit(X, y[:49])
+
+
+@pytest.mark.parametrize("cls", SINGLE)
+def test_zero_variance(cls):
+    _, y, _ = planted(n=50)
+    with pytest.raises(ZeroVarianceError, match="all 4 features are constant"):
+        cls().fit(np.full((50, 4), 3.0), y)
+
+
+@pytest.mark.parametrize("cls", SINGLE)
+def test_empty(cls):
+    with pytest.raises(EmptyDataError):
+        cls().fit(np.zeros((0, 4)), np.zeros(0))
+
+
+def test_errors_of_pair_probes_and_batched():
+    X, t, _ = pairs(n=60)
+    with pytest.raises(ShapeError, match="contrast pairs"):
+        CCSProbe().fit(np.zeros((10, 3, 4)))
+    with pytest.raises(ZeroVarianceError):
+        CRAProbe().fit(np.stack([X[:, 0], X[:, 0] - 1.0], 1), t)     # yes − no is constant
+    with pytest.raises(OneClassError):
+        CRAProbe().fit(X, np.zeros(60))
+    bad = X.copy()
+    bad[0, 1, 0] = np.nan
+    with pytest.raises(NonFiniteError):
+        CCSProbe().fit(bad)
+    rng = np.random.default_rng(0)
+    feats = {"resid_post.0": rng.normal(size=(30, 4)), "resid_post.1": np.ones((30, 4))}
+    with pytest.raises(ZeroVarianceError, match="resid_post.1"):      # says which site
+        fit_probes(feats, rng.integers(0, 2, 30))
+    with pytest.raises(DataError, match="3 classes"):
+        LogisticProbe().fit(rng.normal(size=(30, 4)), np.arange(30) % 3)
+    with pytest.raises(ShapeError, match="features but the probe was fitted on 4"):
+        LogisticProbe().fit(rng.normal(size=(30, 4)), np.arange(30) % 2).predict(rng.normal(size=(3, 5)))
