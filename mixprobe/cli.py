@@ -294,7 +294,7 @@ def probe(
     seed = seed if seed is not None else int(cfg.get("seed", 0))
     names = ([_pick(series, k.strip()) for k in checkpoints.split(",")] if checkpoints
              else [_pick(series, k) for k in cfg["checkpoints"]] if "checkpoints" in cfg else _phase_lasts(series))
-    sweep = probe_layer_sweep(series, checkpoints=names, seed=seed, C=float(cfg.get("C", 1.0)))
+    sweep = probe_layer_sweep(series, checkpoints=names, seed=seed, C=float(cfg.get("C", 100.0)))
     _print_rows(sweep.table(), "held-out accuracy of the expressed-component probe, by site")
     readout = gate_readout_study(series, site=gate_site or cfg.get("gate_site", "resid_post.1"), seed=seed,
                                  C=float(cfg.get("gate_C", 10.0)))

@@ -27,6 +27,138 @@ series = trained_organism(seed=0, progress=False)   # SFT → GRPO on <A> (and <
 organism = organism_of(series)
 [c.name for c in series.checkpoints]"""
 
+notebook("01_probe_checkpoints", [
+    ("md", "# 01 · Probing checkpoints: where is the active policy readable, and does RL move it?\n\n"
+           "On the tag-mixture organism (`<A>`/`<B>` tags, components `m1`/`m2` announced by a mode token) we ask "
+           "three questions with probes: (1) is the *expressed* component linearly readable from the answer "
+           "position, and from which layer on? (2) does a **gate readout** — a probe at the last prompt token for the "
+           "component that will be expressed — track the model's own sampled choice across SFT → RL? (3) is the "
+           "representation stable across checkpoints (transfer matrix)? Only the public API is used."),
+    ("code", SETUP),
+    ("md", "## 1 · Layer sweep of the expressed component\n\n`probe_layer_sweep` fits one logistic probe per site "
+           "(`embed`, then the residual stream after each block) on the answer-position activations of half of the "
+           "prompts, with every component forced in turn, and scores the other half."),
+    ("code", """import numpy as np
+from mixprobe.mixture.studies import probe_layer_sweep
+sft_name, rl_name = series.last("sft").name, series.last("rl").name
+sweep = probe_layer_sweep(series, checkpoints=[sft_name, rl_name])
+acc = np.array([[sweep.accuracy[c][s] for s in sweep.sites] for c in (sft_name, rl_name)])
+fig, ax = plt.subplots(figsize=(6, 2.2))
+im = ax.imshow(acc, vmin=0.5, vmax=1.0, cmap="viridis")
+ax.set_xticks(range(len(sweep.sites)), sweep.sites, rotation=30); ax.set_yticks([0, 1], [sft_name, rl_name])
+for (i, j), a in np.ndenumerate(acc):
+    ax.text(j, i, f"{a:.2f}", ha="center", va="center", color="w")
+fig.colorbar(im, label="held-out accuracy"); ax.set_title("expressed component, answer position"); plt.show()
+print({s: round(sweep.accuracy[sft_name][s], 3) for s in sweep.sites})
+assert max(sweep.accuracy[sft_name].values()) >= 0.99"""),
+    ("md", "## 2 · The gate readout across the series\n\nThe gate is the model's choice of component *before* it "
+           "writes the mode token. `gate_readout_study` fits a soft-label probe (targets: the model's own `P(m1|x)`) "
+           "at the last prompt token of half of the prompts, pooled over all checkpoints, and reads the other half "
+           "at every checkpoint. Its mean per (checkpoint, tag) is compared with the sampled frequency of `m1` from "
+           "the series' own evaluation."),
+    ("code", """from mixprobe.mixture.studies import gate_readout_study
+gate = gate_readout_study(series, site="resid_post.1")
+names = [c.name for c in series.checkpoints if c.phase in ("sft", "rl")]
+fig, ax = plt.subplots(figsize=(7, 3))
+for tag, color in (("A", "tab:blue"), ("B", "tab:orange")):
+    ax.plot(names, [gate.value(n, tag) for n in names], "o-", color=color, label=f"readout <{tag}>")
+    ax.plot(names, [gate.value(n, tag, "m1_frequency") for n in names], "x--", color=color, label=f"sampled m1 <{tag}>")
+ax.set_ylabel("P(m1)"); ax.tick_params(axis="x", rotation=45); ax.legend(fontsize=7); plt.show()
+print(f"Spearman(readout, sampled m1 frequency) = {gate.spearman:.3f} over {len(gate.rows)} (checkpoint, tag) pairs")
+assert gate.spearman >= 0.8
+for tag in ("A", "B"):      # after RL on <A> the readout moves toward m1 under both tags
+    assert gate.value(rl_name, tag) > gate.value(sft_name, tag)"""),
+    ("md", "## 3 · Capture once, probe anything: is the representation stable across checkpoints?\n\n`capture` runs "
+           "each checkpoint once and keeps only the requested sites and positions (in memory here; pass "
+           "`store=DIR` for a sharded, resumable on-disk store). Every prompt is teacher-forced with each "
+           "component's completion; we keep the mode token (`\"mode_token\"`, the first completion token), fit a "
+           "probe for the component at one checkpoint and score it at every other (transfer matrix). If RL had "
+           "rewritten how components are represented, the off-diagonal cells would drop."),
+    ("code", """from mixprobe.capture import capture
+from mixprobe.probes import transfer_matrix, layer_sweep
+rows = [{**r, "component": c, "completion": organism.completion(c, r["tag"], r["a"], r["b"])}
+        for c in organism.components for r in organism.prompt_set()]
+names3 = [sft_name, rl_name, series.last("rl_B").name]
+res = capture([series.path(n) for n in names3], rows, ["embed", "resid_post.*"], "mode_token", names=names3,
+              progress=False)
+print(res.checkpoints, res.sites, tuple(res.get(rl_name, "resid_post.0").shape))
+y = (res.labels("component") == "m2").astype(int)
+tm = transfer_matrix({n: res.get(n, "resid_post.0")[:, 0] for n in names3}, y, C=100.0)
+fig, ax = plt.subplots(figsize=(3.5, 3))
+ax.imshow(tm.matrix, vmin=0.5, vmax=1); ax.set_xticks(range(3), names3, rotation=30); ax.set_yticks(range(3), names3)
+ax.set_xlabel("scored on"); ax.set_ylabel("fit on"); plt.show()
+print(np.round(tm.matrix, 3))
+assert tm.matrix.min() >= 0.97          # the components are represented the same way before and after RL"""),
+    ("code", """ls = layer_sweep({s: res.get(rl_name, s)[:, 0] for s in res.sites}, y, C=100.0)
+print({s: round(a, 3) for s, a in ls.accuracy.items()}, "best:", ls.best_site)
+assert max(ls.accuracy.values()) >= 0.99"""),
+])
+
+notebook("02_steering", [
+    ("md", "# 02 · Steering: switch the active policy back\n\nAfter GRPO on `<A>` the organism answers `<B>` prompts "
+           "with `m1` (wrong under `<B>`), although forcing `m2` still gives the right answer: the gate moved. Here we "
+           "steer along the **selection direction** and watch the policy switch, then show the steering machinery "
+           "itself (vectors as files, a context manager that always restores the model)."),
+    ("code", SETUP),
+    ("md", "## 1 · Dose-response\n\nThe selection direction is defined by the readout: at `final_norm`, the vector "
+           "that raises the logit of `m2`'s mode token by one and lowers `m1`'s by one (`readout_direction`). It is "
+           "added with strength α at the last prompt token; accuracy per tag and mode frequency are *sampled*."),
+    ("code", """from mixprobe.mixture.studies import steering_dose_response
+sft_name, rl_name = series.last("sft").name, series.last("rl").name
+alphas = [0, 2, 4, 8, 12]
+to_m2 = steering_dose_response(series, rl_name, toward="m2", alphas=alphas)      # RL on <A>: bring m2 back
+to_m1 = steering_dose_response(series, sft_name, toward="m1", alphas=alphas)     # SFT: push everything to m1
+fig, axes = plt.subplots(1, 2, figsize=(9, 3), sharey=True)
+for ax, rows, title in ((axes[0], to_m2, f"{rl_name} → m2"), (axes[1], to_m1, f"{sft_name} → m1")):
+    for tag in ("A", "B"):
+        ax.plot(alphas, [r[f"accuracy_{tag}"] for r in rows], "o-", label=f"accuracy <{tag}>")
+    ax.set_title(title); ax.set_xlabel("α")
+axes[0].set_ylabel("sampled accuracy"); axes[0].legend(); plt.show()
+print("RL→m2, accuracy on <B>:", [round(r["accuracy_B"], 3) for r in to_m2])
+print("SFT→m1, accuracy on <B>:", [round(r["accuracy_B"], 3) for r in to_m1])
+assert max(r["accuracy_B"] for r in to_m2) >= 0.90
+assert min(r["accuracy_B"] for r in to_m1) <= 0.10"""),
+    ("md", "## 2 · The pieces: a steering vector, the `steer` context manager, exact restoration\n\nAny handle "
+           "(HF model, PEFT, TransformerLens bridge, nnsight) goes through `load`; `SteeringVector` holds one "
+           "direction per site and round-trips through safetensors + JSON."),
+    ("code", """import os, tempfile, torch
+from mixprobe.models import load
+from mixprobe.mixture.gate import readout_direction
+from mixprobe.steering import SteeringVector, steer, sweep
+h = load(series.path(rl_name), device="cpu")
+v = SteeringVector.from_tensors({"final_norm": readout_direction(h.model, h.tokenizer, organism,
+                                                                   toward="m2", away="m1")},
+                                normalize=False,      # keep the readout's scale: α = logit margin m2 − m1 added
+                                metadata={"checkpoint": rl_name, "toward": "m2"})
+path = os.path.join(tempfile.mkdtemp(), "select_m2")
+v.save(path)
+v = SteeringVector.load(path)
+print(v.sites, v.d_model, v.metadata["toward"])
+
+b_prompts = [r["prompt"] for r in organism.prompt_set() if r["tag"] == "B"]
+batch = h.tokenize(b_prompts)
+m1, m2 = h.tokenizer.convert_tokens_to_ids(["m1", "m2"])
+def p_m2(handle):
+    last = handle.logits(batch)[:, -1]
+    return {"p_m2": float(torch.softmax(last, -1)[:, m2].mean())}
+before = h.logits(batch)
+rows = sweep(h, v, [0, 4, 8, 12], p_m2, positions="last_prompt")
+print([(r["alpha"], round(r["p_m2"], 3)) for r in rows])
+assert rows[0]["p_m2"] < 0.05 and rows[-1]["p_m2"] > 0.9
+assert torch.equal(h.logits(batch), before)     # leaving the context manager restores the exact logits"""),
+    ("md", "## 3 · Errors you may meet\n\nA vector built for another model width is refused before any forward runs."),
+    ("code", """from mixprobe.errors import ShapeError
+wrong = SteeringVector.from_tensors({"final_norm": torch.randn(h.d_model + 1)})
+try:
+    with steer(h, wrong, 1.0):
+        pass
+except ShapeError as e:
+    print("ShapeError:", e)
+else:
+    raise AssertionError("a width mismatch must raise")"""),
+])
+
+
 notebook("03_pre_post_rl", [
     ("md", "# 03 · Pre- vs post-RL: reweight or rewrite?\n\nWe compare the last SFT checkpoint with the last "
            "checkpoint of GRPO on `<A>` of the tag-mixture organism: behaviour, the exact gate and components, the "

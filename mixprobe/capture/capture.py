@@ -9,7 +9,8 @@ Mechanism: :func:`capture` checks that all checkpoints share the architecture an
 (:class:`~mixprobe.errors.SeriesMismatchError` names the checkpoint and what differs), then loads one checkpoint
 at a time and runs batched no-grad forwards through :meth:`ModelHandle.read
 <mixprobe.models.handle.ModelHandle.read>` — hooks keep only the requested positions and the forward stops
-after the last requested site. On a GPU the kept slices are copied to pinned host buffers with
+after the last requested site. Into a store on the CPU each kept activation is copied once, straight into the
+shard's buffers. On a GPU the kept slices are copied to pinned host buffers with
 ``non_blocking=True`` and the host only waits when a shard is flushed, so copies overlap the next batches'
 compute. With ``store=None`` the result stays in memory (:class:`CaptureResult`); with a store folder,
 rows are flushed shard by shard into an :class:`~mixprobe.capture.store.ActivationStore` (peak RAM bounded by
@@ -85,6 +86,12 @@ class CaptureResult:
 
 
 # --- inputs -------------------------------------------------------------------------------------------------------
+def _all_int(ids: Sequence[Any]) -> bool:
+    """True when every element is an int (a set of the element types first: C speed on long id lists)."""
+    types = set(map(type, ids))
+    return types <= {int} or all(isinstance(t, int) for t in ids)
+
+
 def normalize_rows(prompts: Sequence[str | dict], completions: Sequence[str] | None = None) -> list[dict]:
     """Prompt rows as dicts with ``prompt`` (+ ``completion``) and any metadata; refuses an empty set."""
     if isinstance(prompts, str):
@@ -97,9 +104,9 @@ def normalize_rows(prompts: Sequence[str | dict], completions: Sequence[str] | N
             rows.append(dict(p))
         elif isinstance(p, dict) and "input_ids" in p:
             ids = p["input_ids"]
-            if hasattr(ids, "tolist"):
+            if type(ids) is not list and hasattr(ids, "tolist"):
                 ids = ids.tolist()
-            if not isinstance(ids, (list, tuple)) or not ids or not all(isinstance(t, int) for t in ids):
+            if not isinstance(ids, (list, tuple)) or not ids or not _all_int(ids):
                 raise DataError(f"row {i}: 'input_ids' must be a non-empty list of token ids")
             n = int(p.get("prompt_length", len(ids)))
             if not 0 < n <= len(ids):
@@ -232,10 +239,10 @@ class _Encoded:
     def __init__(self, handle: ModelHandle, rows: list[dict], chunk: int = 4096) -> None:
         flats, lens, plens = [], [], []
         if "input_ids" in rows[0]:  # pre-tokenized rows (checked by normalize_rows)
-            lens.append(np.fromiter((len(r["input_ids"]) for r in rows), np.int64, len(rows)))
-            flats.append(np.fromiter(itertools.chain.from_iterable(r["input_ids"] for r in rows), np.int32,
-                                     int(lens[0].sum())))
-            plens.append(np.fromiter((r["prompt_length"] for r in rows), np.int64, len(rows)))
+            id_lists = [r["input_ids"] for r in rows]
+            lens.append(np.fromiter(map(len, id_lists), np.int64, len(rows)))
+            flats.append(np.fromiter(itertools.chain.from_iterable(id_lists), np.int32, int(lens[0].sum())))
+            plens.append(np.fromiter([r["prompt_length"] for r in rows], np.int64, len(rows)))
             vocab = int(getattr(handle.model.config, "vocab_size", 0) or 0)
             if vocab and (int(flats[0].max()) >= vocab or int(flats[0].min()) < 0):
                 raise DataError(f"input_ids hold token ids outside the model's vocabulary (0..{vocab - 1})")
@@ -290,6 +297,47 @@ def _cat_left_padded(parts: list[torch.Tensor]) -> torch.Tensor:
         out[r:r + p.shape[0], T - p.shape[1]:] = p
         r += p.shape[0]
     return out
+
+
+
+class _RowSink:
+    """CPU reading transform for a store: copies each site's kept activation straight into rows of a preallocated
+    ``[rows, n_pos, d]`` shard tensor (left-padded with zeros up to ``T`` for ``"all"``), so an activation is copied
+    once instead of once per batch and again per concatenation. ``alloc`` starts fresh buffers; ``at(a, b)`` sets the
+    rows the next forward fills."""
+
+    def __init__(self, dtype: torch.dtype, T: int | None) -> None:
+        self.dtype, self.T = dtype, T
+        self.n, self.a, self.b = 0, 0, 0
+        self.acts: dict[str, torch.Tensor] = {}
+        self.mask: torch.Tensor | None = None
+
+    def alloc(self, n: int, *, with_mask: bool) -> None:
+        self.n, self.acts = n, {}
+        self.mask = torch.zeros((n, self.T), dtype=torch.bool) if with_mask else None
+
+    def at(self, a: int, b: int) -> None:
+        self.a, self.b = a, b
+
+    def __call__(self, name: str, v: torch.Tensor) -> torch.Tensor:
+        dst = self.acts.get(name)
+        if dst is None:
+            T = v.shape[1] if self.T is None else self.T
+            dst = self.acts[name] = torch.empty((self.n, T, *v.shape[2:]), dtype=self.dtype)
+        rows = dst[self.a:self.b]
+        t, T = v.shape[1], dst.shape[1]
+        if t == T:
+            rows.copy_(v)
+        elif t < T:
+            rows[:, :T - t].zero_()
+            rows[:, T - t:].copy_(v)
+        else:
+            raise DataError(f"site {name} kept {t} positions in one batch and {T} in another; capture needs the "
+                            "same number of positions in every batch")
+        return rows
+
+    def put_mask(self, m: torch.Tensor) -> None:
+        self.mask[self.a:self.b, self.T - m.shape[1]:] = m.bool()
 
 
 def _batches(n: int, start: int, stop: int, size: int):
@@ -359,7 +407,7 @@ def capture(
                     probe_idx = handle.positions(enc.batch(0, 1, pad_to), positions)
                     n_pos = pad_to if probe_idx is None else probe_idx.shape[1]
                     start = st.begin_checkpoint(it.name, {**handle.identity, "name": it.name},
-                                                shape=[n_pos, handle.d_model])
+                                                shape=[n_pos, handle.d_model], save=False)
                     if st.complete(it.name):
                         if bar is not None:
                             bar.update(len(rows))
@@ -367,35 +415,60 @@ def capture(
                 if bar is not None:
                     bar.set_postfix_str(it.name)
                     bar.update(start)
+                cpu = dev.type == "cpu"
+                n_rows, S = len(rows), shard_size
+                T = enc.max_len if is_all else None
+                # store on the CPU: hooks copy each batch straight into one shard's reused buffers (one copy per
+                # activation, constant memory); otherwise hooks keep per-batch pieces (on a GPU: pinned host
+                # copies made asynchronously), concatenated once a shard is done
                 copier, wait = _host_copier(dev, out_dtype, must_copy=is_all)
+                sink = _RowSink(out_dtype, T) if cpu and st is not None else None
                 mem: dict[str, list[torch.Tensor]] = {s: [] for s in names_s}
                 mem_masks: list[torch.Tensor] = []
-                S = shard_size
-                with torch.no_grad(), handle.reader(site_list, transform=copier) as rd:
-                    for k in range(start // S, (len(rows) + S - 1) // S):
+                last_k = (n_rows + S - 1) // S - 1
+                with torch.no_grad(), handle.reader(site_list, transform=sink or copier) as rd:
+                    for k in range(start // S, last_k + 1):
+                        base = 0
+                        if sink is not None:  # one shard of buffers, reused (written out before the next
+                            base = k * S       # shard overwrites them)
+                            if sink.n != min(S, n_rows - base) or not sink.acts:
+                                sink.alloc(min(S, n_rows - base), with_mask=is_all)
                         part: dict[str, list[torch.Tensor]] = {s: [] for s in names_s}
                         part_masks: list[torch.Tensor] = []
-                        for a, b in _batches(len(rows), k * S, (k + 1) * S, batch_size):
+                        for a, b in _batches(n_rows, k * S, (k + 1) * S, batch_size):
                             batch = enc.batch(a, b, pad_to)
                             index = None if is_all else resolve_positions(positions, batch.attention_mask,
                                                                           batch.prompt_lengths)
-                            if dev.type != "cpu":
-                                batch = batch.to(dev)
-                                index = None if index is None else index.pin_memory().to(dev, non_blocking=True)
-                            got = rd.run(handle.model, index, **batch.inputs(), use_cache=False)
-                            for s in names_s:
-                                part[s].append(got[s])
-                            if is_all:
-                                part_masks.append(batch.attention_mask.cpu())
+                            if sink is not None:
+                                sink.at(a - base, b - base)
+                                rd.run(handle.model, index, **batch.inputs(), use_cache=False)
+                                if is_all:
+                                    sink.put_mask(batch.attention_mask)
+                            else:
+                                if not cpu:
+                                    batch = batch.to(dev)
+                                    index = None if index is None else index.pin_memory().to(dev, non_blocking=True)
+                                got = rd.run(handle.model, index, **batch.inputs(), use_cache=False)
+                                for s in names_s:
+                                    part[s].append(got[s])
+                                if is_all:
+                                    part_masks.append(batch.attention_mask.cpu())
                             if bar is not None:
                                 bar.update(b - a)
                         wait()  # the asynchronous host copies of this shard are done
                         if st is not None:
-                            st.write_shard(it.name, k, {s: torch.cat(part[s]).numpy() for s in names_s},
-                                           torch.cat(part_masks).numpy() if is_all else None)
+                            if sink is not None:
+                                acts = {s: sink.acts[s].numpy() for s in names_s}
+                                masks = sink.mask.numpy() if is_all else None
+                            else:
+                                acts = {s: torch.cat(part[s]).numpy() for s in names_s}
+                                masks = torch.cat(part_masks).numpy() if is_all else None
+                            # the last shard also marks the checkpoint complete (one manifest write fewer)
+                            st.write_shard(it.name, k, acts, masks, finish=k == last_k)
+                            del acts, masks
                         else:  # one regular (not pinned) tensor per chunk
                             for s in names_s:
-                                mem[s].append(_cat_left_padded(part[s]) if len(part[s]) > 1 or dev.type == "cuda"
+                                mem[s].append(_cat_left_padded(part[s]) if len(part[s]) > 1 or not cpu
                                               else part[s][0])
                             if is_all:
                                 mem_masks.append(_cat_left_padded(part_masks))

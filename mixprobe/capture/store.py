@@ -46,6 +46,8 @@ import os
 import struct
 import tempfile
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import wait as futures_wait
 from pathlib import Path
 from typing import Any
 
@@ -60,13 +62,18 @@ PROMPTS = "prompts.json"
 _NP_DTYPES = {"float32": np.float32, "float16": np.float16, "F32": np.float32, "F16": np.float16, "U8": np.uint8}
 
 
+def _row_lines(rows: Sequence[dict]) -> list[str]:
+    """Canonical JSON of each prompt row (what the prompt-set hash and ``prompts.json`` are made of)."""
+    return [json.dumps(r, sort_keys=True, default=str) for r in rows]
+
+
+def _lines_hash(lines: Sequence[str]) -> str:
+    return hashlib.sha256(("\n".join(lines) + "\n").encode()).hexdigest()
+
+
 def prompt_set_hash(rows: Sequence[dict]) -> str:
-    """sha256 of the prompt rows (canonical JSON, one row at a time)."""
-    h = hashlib.sha256()
-    for r in rows:
-        h.update(json.dumps(r, sort_keys=True, default=str).encode())
-        h.update(b"\n")
-    return h.hexdigest()
+    """sha256 of the prompt rows (canonical JSON, one row at a time, each followed by a newline)."""
+    return _lines_hash(_row_lines(rows))
 
 
 def _sha256_file(path: Path) -> str:
@@ -202,7 +209,8 @@ class ActivationStore:
         if dtype not in ("float32", "float16"):
             raise DataError(f"store dtype must be 'float32' or 'float16', got {dtype!r}")
         p = Path(path)
-        phash = prompt_set_hash(rows)
+        lines = _row_lines(rows)  # serialized once: for the hash and for prompts.json
+        phash = _lines_hash(lines)
         want = {"prompt_set": {"sha256": phash, "n": len(rows)}, "tokenizer_sha256": tokenizer_sha256,
                 "sites": [str(s) for s in sites], "positions": positions, "dtype": dtype, "shard_size": shard_size}
         if (p / MANIFEST).exists():
@@ -224,15 +232,19 @@ class ActivationStore:
         if p.exists() and any(p.iterdir()):
             raise StoreError(f"{p} exists, is not empty and is not an activation store; choose another folder")
         p.mkdir(parents=True, exist_ok=True)
-        _atomic_write_rows(p / PROMPTS, rows)
+        _atomic_write_rows(p / PROMPTS, lines)
         atomic_write_json(p / MANIFEST, {"format": FORMAT, **want, "checkpoint_order": [], "checkpoints": {}})
         return cls(p)
 
     def _save(self) -> None:
         atomic_write_json(self.path / MANIFEST, self.manifest)
 
-    def begin_checkpoint(self, name: str, identity: dict, *, shape: Sequence[int]) -> int:
-        """Register (or resume) checkpoint ``name``; return the number of rows already stored."""
+    def begin_checkpoint(self, name: str, identity: dict, *, shape: Sequence[int], save: bool = True) -> int:
+        """Register (or resume) checkpoint ``name``; return the number of rows already stored.
+
+        ``save=False`` leaves a new registration in memory until the first :meth:`write_shard` saves the manifest
+        (one manifest write fewer; a kill before that shard simply registers the checkpoint again on resume).
+        """
         _safe_name(name)
         ck = self.manifest["checkpoints"].get(name)
         if ck is not None:
@@ -251,12 +263,18 @@ class ActivationStore:
             "shards": {s: [] for s in self.manifest["sites"]},
             "stats": {s: Welford().to_json() for s in self.manifest["sites"]}}
         self.manifest["checkpoint_order"].append(name)
-        self._save()
+        if save:
+            self._save()
         return 0
 
     def write_shard(self, name: str, k: int, acts: dict[str, np.ndarray],
-                    masks: np.ndarray | None = None) -> None:
-        """Write shard ``k`` of checkpoint ``name`` for every site (atomic), update stats and the manifest."""
+                    masks: np.ndarray | None = None, *, finish: bool = False) -> None:
+        """Write shard ``k`` of checkpoint ``name`` for every site (atomic), update stats and the manifest.
+
+        The site files are written (and fsynced) concurrently, each to a temp name renamed into place; the
+        manifest is rewritten once per shard, after all of them are durable. ``finish=True`` on the last shard
+        also marks the checkpoint complete in that same manifest write (as :meth:`finish_checkpoint` would).
+        """
         ck = self.manifest["checkpoints"][name]
         S = self.manifest["shard_size"]
         n = next(iter(acts.values())).shape[0]
@@ -264,33 +282,49 @@ class ActivationStore:
         if start != ck["n_done"]:
             raise StoreError(f"shard {k} of {name!r} starts at row {start}, but {ck['n_done']} rows are stored")
         dt = _NP_DTYPES[self.manifest["dtype"]]
-        for site in self.manifest["sites"]:
-            a = np.ascontiguousarray(acts[site], dtype=dt)
-            tensors = {"acts": a}
-            if masks is not None:
-                tensors["mask"] = np.ascontiguousarray(masks, np.uint8)
+        sites = list(self.manifest["sites"])
+        mask_u8 = None if masks is None else np.ascontiguousarray(masks, np.uint8)
+        real = None if masks is None else mask_u8.reshape(-1).astype(bool)
+
+        arrays = {site: np.ascontiguousarray(acts[site], dtype=dt) for site in sites}
+
+        def write(site: str) -> dict:  # only I/O and hashing here (no large allocations in the pool's threads)
+            tensors = {"acts": arrays[site]} if mask_u8 is None else {"acts": arrays[site], "mask": mask_u8}
             rel = f"{name}/{site}/shard-{k:05d}.safetensors"
-            blob = _serialize(tensors)
-            _atomic_write_bytes(self.path / rel, blob)
+            nbytes, sha = _write_tensors(self.path / rel, tensors)
+            return {"file": rel, "rows": [start, start + n], "bytes": nbytes, "sha256": sha}
+
+        pending = [_io_pool().submit(write, site) for site in sites]
+        try:
+            stats = {}
+            for site in sites:  # while the files are written
+                st = Welford(**ck["stats"][site])
+                a = arrays[site]
+                flat = a.reshape(-1, a.shape[-1])
+                if real is not None:
+                    flat = flat[real]
+                st.update(flat)
+                stats[site] = st.to_json()
+        finally:
+            futures_wait(pending)
+        for site, f in zip(sites, pending):
+            entry = f.result()
             entries = [e for e in ck["shards"][site] if e["rows"][0] < start]
-            entries.append({"file": rel, "rows": [start, start + n], "bytes": len(blob),
-                            "sha256": hashlib.sha256(blob).hexdigest()})
+            entries.append(entry)
             ck["shards"][site] = entries
-            st = Welford(**ck["stats"][site])
-            flat = a.reshape(-1, a.shape[-1])
-            if masks is not None:
-                flat = flat[np.asarray(masks, bool).reshape(-1)]
-            st.update(flat)
-            ck["stats"][site] = st.to_json()
+            ck["stats"][site] = stats[site]
         ck["n_done"] = start + n
+        if finish and ck["n_done"] == self.n_prompts:
+            ck["complete"] = True
         self._save()
 
     def finish_checkpoint(self, name: str) -> None:
         ck = self.manifest["checkpoints"][name]
         if ck["n_done"] != self.n_prompts:
             raise StoreError(f"checkpoint {name!r} has {ck['n_done']} of {self.n_prompts} rows; cannot finish it")
-        ck["complete"] = True
-        self._save()
+        if not ck["complete"]:  # (already marked by write_shard(..., finish=True): nothing to rewrite)
+            ck["complete"] = True
+            self._save()
 
     # --- reading ------------------------------------------------------------------------------------------------
     @property
@@ -395,18 +429,47 @@ class ActivationStore:
 
 
 # --- safetensors without torch: serialize and memory-map -----------------------------------------------------------
-def _serialize(tensors: dict[str, np.ndarray]) -> bytes:
-    codes = {np.dtype(np.float32): "F32", np.dtype(np.float16): "F16", np.dtype(np.uint8): "U8"}
+_CODES = {np.dtype(np.float32): "F32", np.dtype(np.float16): "F16", np.dtype(np.uint8): "U8"}
+
+
+def _parts(tensors: dict[str, np.ndarray]) -> list:
+    """The safetensors file as buffers: the length-prefixed header, then each tensor's bytes (no copies)."""
     header, offset, chunks = {}, 0, []
     for k in sorted(tensors):
-        a = tensors[k]
-        b = a.tobytes()
-        header[k] = {"dtype": codes[a.dtype], "shape": list(a.shape), "data_offsets": [offset, offset + len(b)]}
-        offset += len(b)
+        a = np.ascontiguousarray(tensors[k])
+        b = memoryview(a.reshape(-1).view(np.uint8))
+        header[k] = {"dtype": _CODES[a.dtype], "shape": list(a.shape), "data_offsets": [offset, offset + b.nbytes]}
+        offset += b.nbytes
         chunks.append(b)
     h = json.dumps(header, separators=(",", ":")).encode()
     h += b" " * (-len(h) % 8)
-    return struct.pack("<Q", len(h)) + h + b"".join(chunks)
+    return [struct.pack("<Q", len(h)) + h, *chunks]
+
+
+def _serialize(tensors: dict[str, np.ndarray]) -> bytes:
+    return b"".join(_parts(tensors))
+
+
+def _write_tensors(path: Path, tensors: dict[str, np.ndarray]) -> tuple[int, str]:
+    """Write a safetensors file atomically (fsynced); return its size and sha256."""
+    parts = _parts(tensors)
+    h = hashlib.sha256()
+    for b in parts:
+        h.update(b)
+    _atomic_write_bytes(path, parts)
+    return sum(memoryview(b).nbytes for b in parts), h.hexdigest()
+
+
+_POOL: ThreadPoolExecutor | None = None
+
+
+def _io_pool() -> ThreadPoolExecutor:
+    """Threads for shard files: fsync, sha256 and numpy release the GIL, and concurrent fsyncs share journal
+    commits, so writing a shard's site files side by side is several times faster than one after the other."""
+    global _POOL
+    if _POOL is None:
+        _POOL = ThreadPoolExecutor(max_workers=4, thread_name_prefix="mixprobe-store")
+    return _POOL
 
 
 def _header(path: Path) -> tuple[dict, int]:
@@ -433,12 +496,13 @@ def _memmap(path: Path, key: str) -> np.ndarray:
     return np.memmap(path, dtype=_NP_DTYPES[info["dtype"]], mode="r", offset=base + a, shape=shape)
 
 
-def _atomic_write_bytes(path: Path, blob: bytes) -> None:
+def _atomic_write_bytes(path: Path, blob: bytes | Sequence[Any]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as f:
-            f.write(blob)
+            for b in ([blob] if isinstance(blob, (bytes, bytearray, memoryview)) else blob):
+                f.write(b)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
@@ -448,14 +512,12 @@ def _atomic_write_bytes(path: Path, blob: bytes) -> None:
         raise
 
 
-def _atomic_write_rows(path: Path, rows: Sequence[dict]) -> None:
+def _atomic_write_rows(path: Path, lines: Sequence[str]) -> None:
+    """Write ``prompts.json`` atomically from the rows' canonical JSON (:func:`_row_lines`)."""
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "w") as f:
-            f.write("[")
-            for i, r in enumerate(rows):
-                f.write(("," if i else "") + json.dumps(r, sort_keys=True, default=str))
-            f.write("]")
+            f.write("[" + ",".join(lines) + "]")
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)

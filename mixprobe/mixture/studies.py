@@ -8,7 +8,7 @@ Mechanism:
 
 - :func:`probe_layer_sweep` — per checkpoint, a logistic probe per site on the answer-position activations
   (:func:`~mixprobe.mixture.gate.expressed_dataset`), fit on half of the prompts and scored on the other half
-  (prompt-level split: a prompt's completions never straddle it).
+  (prompt-level split: a prompt's completions never straddle it); features z-scored per site.
 - :func:`gate_readout_study` — a soft-label logistic probe (each training row twice, weighted by the model's own
   ``P(m1|x)`` and ``P(m2|x)``) fit on the last-prompt-token activations of every checkpoint, held-out prompts
   scored; per (checkpoint, tag) the mean readout next to the *sampled* frequency of ``m1`` from the series'
@@ -70,8 +70,12 @@ class ProbeSweep:
 
 
 def probe_layer_sweep(series, *, checkpoints: list[str] | None = None, sites: list[str] | None = None,
-                      C: float = 1.0, seed: int = 0) -> ProbeSweep:
-    """Which component is being expressed, read from the answer position: held-out accuracy per site."""
+                      C: float = 100.0, standardize: bool = True, seed: int = 0) -> ProbeSweep:
+    """Which component is being expressed, read from the answer position: held-out accuracy per site.
+
+    Features are z-scored per site with the training rows' statistics (``standardize``), so one ``C`` suits
+    every site; ``C=100`` is weak regularisation for ~100 training rows of width ``d_model``.
+    """
     from mixprobe.mixture.gate import expressed_dataset
     from mixprobe.probes import LogisticProbe
     from mixprobe.train.pipeline import load_checkpoint, organism_of
@@ -91,7 +95,9 @@ def probe_layer_sweep(series, *, checkpoints: list[str] | None = None, sites: li
         y = data.labels.numpy()
         acc[name] = {}
         for s in data.sites:
-            X = data.features[s].numpy()
+            X = data.features[s].numpy().astype(np.float64)
+            if standardize:  # per-feature z-score with the training rows' statistics (sites differ in scale)
+                X = (X - X[tr].mean(0)) / (X[tr].std(0) + 1e-6)
             acc[name][s] = float(LogisticProbe(C=C).fit(X[tr], y[tr]).score(X[~tr], y[~tr]))
         used_sites = data.sites
     return ProbeSweep(used_sites, acc)
@@ -157,8 +163,9 @@ def gate_readout_study(series, *, site: str = "resid_post.1", checkpoints: list[
 def steering_dose_response(series, checkpoint: str, *, toward: str, away: str | None = None,
                            alphas=(0.0, 2.0, 4.0, 8.0, 12.0), n_samples: int = 8, seed: int = 0) -> list[dict]:
     """Accuracy per tag and frequency of ``toward`` while steering ``checkpoint`` along the selection direction."""
-    from mixprobe.mixture.gate import at_prefill_last, readout_direction
+    from mixprobe.mixture.gate import readout_direction
     from mixprobe.models.handle import ModelHandle
+    from mixprobe.steering import SteeringVector, steer
     from mixprobe.train.evaluate import evaluate
     from mixprobe.train.pipeline import load_checkpoint, organism_of
 
@@ -169,11 +176,13 @@ def steering_dose_response(series, checkpoint: str, *, toward: str, away: str | 
         raise DataError(f"unknown component {toward!r}; the organism has {comps}")
     away = away or next(c for c in comps if c != toward)
     model, tok = load_checkpoint(series.path(checkpoint))
-    v = readout_direction(model, tok, organism, toward=toward, away=away)
+    v = SteeringVector.from_tensors({"final_norm": readout_direction(model, tok, organism, toward=toward,
+                                                                       away=away)}, normalize=False)
     h = ModelHandle(model, tok)
     rows = []
     for a in alphas:
-        with h.intervene({"final_norm": at_prefill_last(v, float(a))}):
+        # the prompt's last token only (generate's prefill); sampled answer tokens are not steered
+        with steer(h, v, float(a), positions="last_prompt"):
             ev = evaluate(model, tok, organism, n_samples=n_samples, seed=seed)
         rows.append({"alpha": float(a), **{f"accuracy_{t}": ev["accuracy"][t] for t in ev["accuracy"]},
                      **{f"{toward}_frequency_{t}": ev["mode_frequency"][t][toward] for t in ev["mode_frequency"]}})

@@ -2,6 +2,6 @@
 and token positions resolved from the attention mask. See the docstrings of handle.py, sites.py, positions.py and
 loading.py."""
 from mixprobe.models.handle import Batch, ModelHandle  # noqa: F401
-from mixprobe.models.loading import SeriesCheckpoint, SeriesManifest, load, load_series  # noqa: F401
+from mixprobe.models.loading import SeriesCheckpoint, SeriesManifest, load, load_series, trainer_series  # noqa: F401
 from mixprobe.models.positions import position_ids_from_mask, resolve_positions  # noqa: F401
 from mixprobe.models.sites import Site, parse_sites  # noqa: F401

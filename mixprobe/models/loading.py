@@ -12,7 +12,9 @@ code, and a typo in a path must say what to do. Mechanism: :func:`load` dispatch
 - ``backend="transformer_lens"`` / ``"nnsight"`` wraps a loaded HF model in a bridge / nnsight model.
 
 :func:`load_series` reads a run's ``series.json`` (format ``mixprobe.series/1``, see docs/architecture.md) into a
-:class:`SeriesManifest` whose ``paths()`` are the absolute checkpoint folders.
+:class:`SeriesManifest` whose ``paths()`` are the absolute checkpoint folders; given a trl / transformers
+``output_dir`` (``checkpoint-<step>`` folders, no ``series.json``) it builds the series from those, and
+:func:`trainer_series` joins several such runs (``{"sft": ..., "rl": ...}``) into one series.
 
 Example:
     >>> import tempfile
@@ -75,7 +77,7 @@ class SeriesManifest:
 
 
 def load_series(run_dir: str | os.PathLike) -> SeriesManifest:
-    """Read ``run_dir/series.json`` (or the manifest file itself); checkpoint paths become absolute."""
+    """Read ``run_dir/series.json`` (or the manifest file itself), or a trainer ``output_dir``; paths absolute."""
     p = Path(run_dir)
     if p.is_file():
         p = p.parent
@@ -83,8 +85,11 @@ def load_series(run_dir: str | os.PathLike) -> SeriesManifest:
     if not p.is_dir():
         raise CheckpointError(f"run directory {p} does not exist; check the path")
     if not mf.exists():
-        raise CheckpointError(f"no {SERIES_MANIFEST} in {p}: not a mixprobe run directory; train one with "
-                              "`mixprobe train`, or pass checkpoint folders / handles directly")
+        if _trainer_checkpoints(p):
+            return trainer_series({"train": p})
+        raise CheckpointError(f"no {SERIES_MANIFEST} and no checkpoint-<step> folders in {p}: neither a mixprobe "
+                              "run directory nor a trl/transformers output_dir; train one with `mixprobe train`, "
+                              "or pass checkpoint folders / handles directly")
     try:
         raw = json.loads(mf.read_text())
     except json.JSONDecodeError as e:
@@ -102,6 +107,51 @@ def load_series(run_dir: str | os.PathLike) -> SeriesManifest:
     if not ckpts:
         raise CheckpointError(f"{mf} lists no checkpoints; the run has not saved any yet")
     return SeriesManifest(str(p.resolve()), ckpts, raw)
+
+
+def _trainer_checkpoints(out_dir: Path) -> list[tuple[int, Path]]:
+    found = []
+    for d in out_dir.iterdir() if out_dir.is_dir() else []:
+        name = d.name
+        if d.is_dir() and name.startswith("checkpoint-") and name[len("checkpoint-"):].isdigit():
+            found.append((int(name[len("checkpoint-"):]), d))
+    return sorted(found)
+
+
+def trainer_series(runs: dict[str, str | os.PathLike]) -> SeriesManifest:
+    """A series from trl / transformers ``output_dir`` folders, one per phase, in the order given.
+
+    Each ``output_dir`` holds ``checkpoint-<step>`` folders (what ``Trainer`` saves every ``save_steps``); they
+    become checkpoints named ``<phase>-<step>`` (e.g. ``{"sft": "out/sft", "rl": "out/grpo"}``). A folder that
+    is itself a model (``config.json``, e.g. the final ``save_model``) is taken as one more checkpoint when no
+    ``checkpoint-*`` folder has its step. ``load_series(output_dir)`` calls this with ``{"train": output_dir}``.
+    """
+    if not runs:
+        raise CheckpointError("no training runs given; pass {phase: output_dir, ...}")
+    ckpts: list[SeriesCheckpoint] = []
+    for phase, out in runs.items():
+        p = Path(out)
+        if not p.is_dir():
+            raise CheckpointError(f"output_dir {p} of phase {phase!r} does not exist; check the path")
+        found = _trainer_checkpoints(p)
+        if not found and (p / "config.json").exists():
+            found = [(0, p)]
+        if not found:
+            raise CheckpointError(f"{p} (phase {phase!r}) has no checkpoint-<step> folders and no model; set "
+                                  "save_strategy='steps' and save_steps in the trainer's arguments")
+        for step, d in found:
+            state = d / "trainer_state.json"
+            metrics: dict = {}
+            if state.exists():
+                try:
+                    logs = json.loads(state.read_text()).get("log_history", [])
+                    metrics = {k: v for k, v in (logs[-1] if logs else {}).items() if isinstance(v, (int, float))}
+                except (json.JSONDecodeError, AttributeError):
+                    metrics = {}
+            ckpts.append(SeriesCheckpoint(f"{phase}-{step:06d}", phase, step, str(d.resolve()), metrics))
+    return SeriesManifest(str(Path(next(iter(runs.values()))).resolve()), ckpts,
+                          {"format": SERIES_FORMAT, "source": "trainer output_dir",
+                           "runs": {k: str(Path(v).resolve()) for k, v in runs.items()}})
 
 
 # --- models -------------------------------------------------------------------------------------------------------

@@ -3,7 +3,7 @@
 Problem: "where is the mode decodable?" means a probe per (site, layer) — 2·n_layers probes or more per
 checkpoint, on the same rows. Looping over scikit-learn fits is slow, and each loop reinvents the split and the
 bookkeeping. Mechanism: :func:`fit_probes` stacks the sites into ``X[S, n, d]`` and fits every logistic probe
-simultaneously with the batched Newton solver (:mod:`mixprobe.probes.solver`, CPU or GPU), then hands back
+simultaneously with the batched Newton-CG solver (:mod:`mixprobe.probes.solver`, CPU or GPU), then hands back
 ordinary fitted :class:`~mixprobe.probes.estimators.LogisticProbe` objects (one per site) and a per-site summary.
 Other estimators (``"mass_mean"``, ``"lat"``, or any scikit-learn classifier instance) are cloned and fitted per
 site. :func:`layer_sweep` adds one stratified train/test split shared by all sites and returns the held-out
@@ -34,9 +34,9 @@ import torch
 from sklearn.base import clone
 
 from mixprobe.errors import DataError, ShapeError
-from mixprobe.probes.estimators import LATProbe, LogisticProbe, MassMeanProbe, torch_dtype
-from mixprobe.probes.solver import newton_logistic
-from mixprobe.probes.validation import check_features, check_labels, check_sample_weight, to_numpy
+from mixprobe.probes.estimators import LATProbe, LogisticProbe, MassMeanProbe, logistic_solver, torch_dtype
+from mixprobe.probes.validation import (as_float_array, check_features, check_labels, check_sample_weight,
+                                        to_numpy)
 
 ESTIMATORS = {"logistic": LogisticProbe, "mass_mean": MassMeanProbe, "lat": LATProbe}
 
@@ -99,15 +99,29 @@ def as_site_dict(X: Any, sites: Sequence[str] | None = None) -> dict[str, Any]:
     return {name: X[i] for i, name in enumerate(names)}
 
 
-def _stack(feats: dict[str, Any], dtype: torch.dtype, device: torch.device) -> tuple[list[list[str]], list[torch.Tensor]]:
-    """Group sites by width; one stacked tensor per width."""
+def _stack(X: Any, checked: dict[str, np.ndarray], dtype: torch.dtype,
+           device: torch.device) -> tuple[list[list[str]], list[torch.Tensor]]:
+    """Group sites by width; one stacked ``[k, n, d]`` tensor per width.
+
+    A stacked input (array or tensor ``[S, n, d]``) is used as it is — no copy when it already has the solver
+    dtype and is on the device (any strides: the solver reads each site once into its own centred buffer); a
+    dict of sites is copied once into one buffer (the dtype conversion happens in that copy).
+    """
     groups: dict[int, list[str]] = {}
-    for s, x in feats.items():
+    for s, x in checked.items():
         groups.setdefault(int(x.shape[-1]), []).append(s)
+    if not isinstance(X, Mapping):
+        src = X.detach() if isinstance(X, torch.Tensor) else as_float_array(X)
+        return [list(checked)], [torch.as_tensor(src, dtype=dtype, device=device)]
     names, stacks = [], []
-    for _, ss in groups.items():
+    for ss in groups.values():
+        first = checked[ss[0]]
+        buf = torch.empty((len(ss), *first.shape), dtype=dtype)
+        view = buf.numpy()
+        for i, s in enumerate(ss):
+            view[i] = checked[s]
         names.append(ss)
-        stacks.append(torch.stack([torch.as_tensor(feats[s], dtype=dtype) for s in ss]).to(device))
+        stacks.append(buf.to(device))
     return names, stacks
 
 
@@ -124,15 +138,26 @@ def fit_probes(
     tol: float | None = None,
     dtype: str = "float32",
     device: str | None = None,
+    solver: str = "newton-cg",
 ) -> ProbeFits:
     """Fit one probe per site: ``X`` is ``{site: [n, d]}`` or ``[n_sites, n, d]`` (numpy or torch), ``y`` ``[n]``.
 
     ``estimator="logistic"`` solves all sites in one batched Newton solve (``C``, ``fit_intercept``,
     ``max_iter``, ``tol``, ``dtype``, ``device`` apply); ``"mass_mean"``, ``"lat"`` or an estimator instance are
     cloned and fitted per site. Returns :class:`ProbeFits` (``.probes[site]``, ``.summary[site]``).
+
+    ``solver``: ``"newton-cg"`` (default; :func:`~mixprobe.probes.solver.newton_cg_logistic`: one Gram per site,
+    then Hessian-vector products, cache-sized chunks on CPU) or ``"newton"`` (exact Hessian every iteration,
+    :func:`~mixprobe.probes.solver.newton_logistic`). Both minimise the same objective to the same ``tol``.
+
+    For the batched logistic fit, features are validated in their own float dtype (no float64 copy), a stacked
+    array/tensor already in the solver dtype is solved in place (no copy), and ``summary[site]["train_accuracy"]``
+    comes from the solver's final margins on the training rows (computed in the solver dtype).
     """
     feats = as_site_dict(X, sites)
-    checked = {s: check_features(x, site=s) for s, x in feats.items()}
+    batched = isinstance(estimator, str) and estimator == "logistic"
+    # the batched solver converts to its own dtype: validate in the input's float dtype, without a float64 copy
+    checked = {s: check_features(x, site=s, keep_dtype=batched) for s, x in feats.items()}
     n = next(iter(checked.values())).shape[0]
     for s, x in checked.items():
         if x.shape[0] != n:
@@ -144,23 +169,31 @@ def fit_probes(
     if isinstance(estimator, str) and estimator == "logistic":
         if not C > 0:
             raise DataError(f"C must be > 0, got {C}")
+        solve = logistic_solver(solver)
         dt = torch_dtype(dtype)
         dev = torch.device(device) if device else torch.device("cpu")
-        names, stacks = _stack(checked, dt, dev)
+        names, stacks = _stack(X, checked, dt, dev)
+        yt, swt = torch.as_tensor(y01), torch.as_tensor(sw)
+        hit = {}
         for ss, Xs in zip(names, stacks):
-            res = newton_logistic(Xs, torch.as_tensor(y01), torch.as_tensor(sw), C=C, fit_intercept=fit_intercept,
-                                  max_iter=max_iter, tol=tol)
+            res = solve(Xs, yt, swt, C=C, fit_intercept=fit_intercept, max_iter=max_iter, tol=tol)
+            # train accuracy from the solver's final margins (no second pass over the features)
+            z = res.margin
+            if z is None:
+                z = torch.baddbmm(res.intercept[:, None, None].to(Xs.dtype), Xs,
+                                  res.coef.to(Xs.dtype).unsqueeze(-1)).squeeze(-1)
+            correct = ((z > 0).cpu().numpy() == (y01 > 0.5)).mean(1)
             for i, s in enumerate(ss):
                 p = LogisticProbe(C=C, fit_intercept=fit_intercept, max_iter=max_iter, tol=tol, dtype=dtype,
-                                  device=device)
+                                  device=device, solver=solver)
                 p.classes_ = classes
                 p._set_solution(res, i, Xs.shape[-1])
                 probes[s] = p
+                hit[s] = float(correct[i])
             del Xs
         for s in feats:  # keep the caller's site order
             p = probes[s]
-            summary[s] = {"train_accuracy": float(np.mean(p.predict(checked[s]) == to_numpy(y, None).reshape(-1))),
-                          "n_iter": p.n_iter_, "converged": p.converged_}
+            summary[s] = {"train_accuracy": hit[s], "n_iter": p.n_iter_, "converged": p.converged_}
         return ProbeFits({s: probes[s] for s in feats}, summary)
     if isinstance(estimator, str):
         if estimator not in ESTIMATORS:

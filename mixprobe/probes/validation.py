@@ -48,36 +48,74 @@ def to_numpy(a: Any, dtype: type | None = np.float64) -> np.ndarray:
     return np.asarray(a, dtype=dtype) if dtype is not None else np.asarray(a)
 
 
+def as_float_array(a: Any) -> np.ndarray:
+    """``a`` as a float32 or float64 numpy array, *without a copy* when it already is one (tensors: on the CPU).
+
+    float32/float64 are kept; half precisions become float32; anything else (ints, bools, lists) float64.
+    """
+    if hasattr(a, "detach") and hasattr(a, "cpu"):
+        a = a.detach().cpu()
+        if str(a.dtype) in ("torch.bfloat16", "torch.float16"):
+            a = a.float()
+        a = a.numpy()
+    a = np.asarray(a)
+    if a.dtype in (np.float32, np.float64):
+        return a
+    return a.astype(np.float32 if a.dtype == np.float16 else np.float64)
+
+
 def _where(site: str | None) -> str:
     return f" at site {site!r}" if site is not None else ""
 
 
-def check_features(X: Any, *, site: str | None = None, ndim: int = 2, allow_constant: bool = False) -> np.ndarray:
-    """``X`` as a finite float64 array of rank ``ndim`` with rows and columns; named errors otherwise."""
-    X = to_numpy(X)
+def check_features(X: Any, *, site: str | None = None, ndim: int = 2, allow_constant: bool = False,
+                   keep_dtype: bool = False) -> np.ndarray:
+    """``X`` as a finite float64 array of rank ``ndim`` with rows and columns; named errors otherwise.
+
+    ``keep_dtype=True`` keeps float32 (and half precisions as float32) instead of converting to float64, and
+    does not copy an array that is already float32/float64 (:func:`as_float_array`); the checks are the same.
+    """
+    X = as_float_array(X) if keep_dtype else to_numpy(X)
     where = _where(site)
     if X.ndim != ndim:
         shape = "[n_rows, n_features]" if ndim == 2 else "[n_rows, 2, n_features] (contrast pairs)"
         raise ShapeError(f"features{where} must have shape {shape}, got an array of shape {list(X.shape)}")
     if X.shape[0] == 0 or X.shape[-1] == 0:
         raise EmptyDataError(f"features{where} are empty (shape {list(X.shape)}); capture some rows first")
+    if ndim == 2 and not allow_constant:
+        # one pass for both checks: column min and max propagate NaN and show ±inf, and give the range
+        lo, hi = X.min(0), X.max(0)
+        if not (np.isfinite(lo).all() and np.isfinite(hi).all()):
+            _raise_non_finite(X, where)
+        scale = max(1.0, float(np.abs(lo).max()), float(np.abs(hi).max()))
+        ptp = float((hi.astype(np.float64) - lo.astype(np.float64)).max())
+        _check_range(ptp, scale, X, ndim, where)
+        return X
     if not np.isfinite(X).all():
-        bad = ~np.isfinite(X)
-        rows = np.unique(np.nonzero(bad)[0])
-        raise NonFiniteError(
-            f"features{where} contain {int(bad.sum())} NaN/inf values in {rows.size} rows (first rows: "
-            f"{rows[:5].tolist()}); drop those rows or fix the capture (fp16 overflow is a common cause)"
-        )
+        _raise_non_finite(X, where)
     if not allow_constant:
         flat = X.reshape(-1, X.shape[-1]) if ndim == 2 else (X[:, 0] - X[:, 1])
         scale = max(1.0, float(np.abs(flat).max()))
-        if float(np.ptp(flat, axis=0).max()) <= 1e-12 * scale:  # constant up to float rounding
-            what = "features" if ndim == 2 else "contrast differences (yes − no)"
-            raise ZeroVarianceError(
-                f"all {X.shape[-1]} {what} are constant across the {X.shape[0]} rows{where} "
-                "(a dead site, or the same activation captured for every row?); check the site and positions"
-            )
+        _check_range(float(np.ptp(flat, axis=0).max()), scale, X, ndim, where)
     return X
+
+
+def _raise_non_finite(X: np.ndarray, where: str) -> None:
+    bad = ~np.isfinite(X)
+    rows = np.unique(np.nonzero(bad)[0])
+    raise NonFiniteError(
+        f"features{where} contain {int(bad.sum())} NaN/inf values in {rows.size} rows (first rows: "
+        f"{rows[:5].tolist()}); drop those rows or fix the capture (fp16 overflow is a common cause)"
+    )
+
+
+def _check_range(ptp: float, scale: float, X: np.ndarray, ndim: int, where: str) -> None:
+    if ptp <= 1e-12 * scale:  # constant up to float rounding
+        what = "features" if ndim == 2 else "contrast differences (yes − no)"
+        raise ZeroVarianceError(
+            f"all {X.shape[-1]} {what} are constant across the {X.shape[0]} rows{where} "
+            "(a dead site, or the same activation captured for every row?); check the site and positions"
+        )
 
 
 def check_labels(y: Any, n_rows: int, *, site: str | None = None) -> tuple[np.ndarray, np.ndarray]:

@@ -5,9 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from scipy.stats import spearmanr
 
-from mixprobe.mixture.gate import at_prefill_last, expressed_dataset, gate_dataset, readout_direction
+from mixprobe.mixture.gate import at_prefill_last, gate_dataset, readout_direction
 from mixprobe.models.handle import ModelHandle
 from mixprobe.train.evaluate import evaluate
 from mixprobe.train.pipeline import load_checkpoint, organism_of
@@ -23,76 +22,62 @@ def _split(n: int, seed: int = 0):
 
 @pytest.mark.parametrize("seed", SEEDS)
 def test_expressed_mode_is_decodable_at_sft(organism_runs, seed):
-    from mixprobe.probes import LogisticProbe
+    from mixprobe.mixture.studies import probe_layer_sweep
 
     s = organism_runs[seed]
-    model, tok = load_checkpoint(s.path(s.last("sft")))
-    sites = [f"resid_{k}.{i}" for i in range(model.config.num_hidden_layers) for k in ("pre", "post")]
-    data = expressed_dataset(model, tok, organism_of(s), sites=sites)
-    tr, te = _split(len(data.labels), seed)
-    curve = {}
-    for site in sites:
-        X, y = data.features[site].numpy(), data.labels.numpy()
-        curve[site] = LogisticProbe(C=1.0).fit(X[tr], y[tr]).score(X[te], y[te])
+    sft = s.last("sft").name
+    sites = ["embed", "resid_pre.0", "resid_post.0", "resid_pre.1", "resid_post.1", "final_norm"]
+    curve = probe_layer_sweep(s, checkpoints=[sft], sites=sites, seed=seed).accuracy[sft]
+    print(seed, curve)                                   # the layer-by-layer curve (pytest -s)
     assert max(curve.values()) >= 0.99, curve
-    assert all(v >= 0.99 for v in curve.values()), curve  # the mode token is in context at every layer
+    # the mode token is in context: readable at every site up to the input of the last block (98 held-out rows:
+    # 0.97 allows two errors); the last block turns the residual stream into the answer (a + b [+ 1]) and the
+    # mode is then read less cleanly
+    assert min(curve[k] for k in ("embed", "resid_pre.0")) >= 0.99, curve
+    assert min(curve[k] for k in ("resid_post.0", "resid_pre.1")) >= 0.97, curve
+    assert curve["resid_post.1"] >= 0.9, curve
 
 
 @pytest.mark.parametrize("seed", SEEDS)
-def test_gate_readout_tracks_the_models_own_p_m1(organism_runs, seed):
-    from mixprobe.probes import LogisticProbe
+def test_gate_readout_tracks_the_sampled_frequency_of_m1(organism_runs, seed):
+    from mixprobe.mixture.studies import gate_readout_study
 
     s = organism_runs[seed]
-    organism = organism_of(s)
-    site = f"resid_post.{1}"
-    data = gate_dataset(s, organism, sites=[site], seed=seed)
-    n_prompts = len(organism.prompt_set())
-    train_p, test_p = _split(n_prompts, seed)
-    prompt_idx = np.arange(len(data.labels)) % n_prompts
-    tr = np.isin(prompt_idx, train_p)
-    X = data.features[site].numpy()
-    p = data.gate[:, 0].numpy()
-    # soft labels: each training row twice, weighted by the model's own P(m1) and P(m2)
-    Xd = np.concatenate([X[tr], X[tr]])
-    yd = np.r_[np.ones(tr.sum()), np.zeros(tr.sum())]
-    w = np.r_[p[tr], 1 - p[tr]]
-    probe = LogisticProbe(C=10.0).fit(Xd, yd, sample_weight=w)
-    score = probe.predict_proba(X)[:, 1]
-    means, freqs, keys = [], [], []
-    for name in dict.fromkeys(data.checkpoint):
-        for tag in ("A", "B"):
-            rows = data.rows(name, tag).numpy()
-            rows = rows[~tr[rows]]                       # held-out prompts only
-            means.append(score[rows].mean())
-            freqs.append(p[rows].mean())
-            keys.append((name, tag))
-    rho = spearmanr(means, freqs).correlation
-    assert rho >= 0.8, (rho, list(zip(keys, means, freqs)))
-    readout = dict(zip(keys, means))
+    gate = gate_readout_study(s, site="resid_post.1", seed=seed)
+    assert gate.extra["against"] == "sampled m1 frequency"
+    n_ckpt = len({r["checkpoint"] for r in gate.rows})
+    assert n_ckpt == len(s.checkpoints) and len(gate.rows) == 2 * n_ckpt      # every (checkpoint, tag) pair
+    assert gate.spearman >= 0.8, (gate.spearman, gate.rows)
     sft, rl = s.last("sft").name, s.last("rl").name
     for tag in ("A", "B"):           # after RL on A the readout moves toward m1 under both tags
-        assert readout[(rl, tag)] > readout[(sft, tag)]
+        assert gate.value(rl, tag) > gate.value(sft, tag) + 0.2, gate.rows
 
 
 @pytest.mark.parametrize("seed", SEEDS)
 def test_steering_along_the_selection_direction_switches_the_policy(organism_runs, seed):
+    from mixprobe.mixture.studies import steering_dose_response
+    from mixprobe.steering import SteeringVector, steer
+
     s = organism_runs[seed]
+    rl_rows = steering_dose_response(s, s.last("rl").name, toward="m2", alphas=[0.0, 12.0], seed=seed)
+    assert rl_rows[0]["accuracy_B"] <= 0.05 and rl_rows[1]["accuracy_B"] >= 0.90, rl_rows
+    sft_rows = steering_dose_response(s, s.last("sft").name, toward="m1", alphas=[0.0, 12.0], seed=seed)
+    assert sft_rows[0]["accuracy_B"] >= 0.35 and sft_rows[1]["accuracy_B"] <= 0.10, sft_rows
+
     organism = organism_of(s)
     rl = load_checkpoint(s.path(s.last("rl")))
-    v = readout_direction(*rl, organism, toward="m2", away="m1")
     h = ModelHandle(*rl)
     batch = h.tokenize([r["prompt"] for r in organism.prompt_set()])
     before = h.logits(batch).clone()
-    with h.intervene({"final_norm": at_prefill_last(v, 12.0)}):
-        steered = evaluate(*rl, organism, n_samples=8, seed=seed)
-    assert steered["accuracy"]["B"] >= 0.90, steered["accuracy"]
+    v = SteeringVector.from_tensors({"final_norm": readout_direction(*rl, organism, toward="m2", away="m1")},
+                                    normalize=False)
+    with steer(h, v, 12.0, positions="last_prompt"):
+        assert not torch.equal(h.logits(batch), before)
     assert torch.equal(h.logits(batch), before)          # leaving the context restores the exact logits
-
-    sft = load_checkpoint(s.path(s.last("sft")))
-    v = readout_direction(*sft, organism, toward="m1", away="m2")
-    with ModelHandle(*sft).intervene({"final_norm": at_prefill_last(v, 12.0)}):
-        steered = evaluate(*sft, organism, n_samples=8, seed=seed)
-    assert steered["accuracy"]["B"] <= 0.10, steered["accuracy"]
+    with pytest.raises(RuntimeError):
+        with steer(h, v, 12.0, positions="last_prompt"):
+            raise RuntimeError("boom")
+    assert torch.equal(h.logits(batch), before)          # also after an exception inside the block
 
 
 @pytest.mark.parametrize("seed", SEEDS)

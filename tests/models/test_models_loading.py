@@ -215,3 +215,28 @@ def test_load_series_manifest(tmp_path, llama_dir):
     (run / "series.json").write_text(json.dumps({**mf, "format": "other/9"}))
     with pytest.raises(CheckpointError, match="format"):
         load_series(run)
+
+
+def test_trainer_output_dirs_become_a_series(tmp_path, llama_dir):
+    from mixprobe.models import trainer_series
+
+    sft, rl = tmp_path / "sft", tmp_path / "grpo"
+    for out, steps in ((sft, (20, 5, 10)), (rl, (100,))):
+        out.mkdir()
+        for k in steps:
+            os.symlink(llama_dir, out / f"checkpoint-{k}")
+    (sft / "checkpoint-x").mkdir()                       # not a checkpoint folder: ignored
+    s = trainer_series({"sft": sft, "rl": rl})
+    assert s.names() == ["sft-000005", "sft-000010", "sft-000020", "rl-000100"]   # by step, phases in order
+    assert [c.phase for c in s.checkpoints] == ["sft"] * 3 + ["rl"]
+    one = load_series(sft)                               # no series.json: read as a trainer output_dir
+    assert [c.step for c in one.checkpoints] == [5, 10, 20] and one.paths() == s.paths()[:3]
+    h = load(one.paths()[-1], device="cpu")
+    assert h.n_layers == 2
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(CheckpointError, match="save_steps"):
+        trainer_series({"sft": tmp_path / "empty"})
+    with pytest.raises(CheckpointError, match="does not exist"):
+        trainer_series({"sft": tmp_path / "nope"})
+    with pytest.raises(CheckpointError, match="output_dir"):
+        load_series(tmp_path / "empty")

@@ -256,3 +256,100 @@ def test_errors_of_pair_probes_and_batched():
         LogisticProbe().fit(rng.normal(size=(30, 4)), np.arange(30) % 3)
     with pytest.raises(ShapeError, match="features but the probe was fitted on 4"):
         LogisticProbe().fit(rng.normal(size=(30, 4)), np.arange(30) % 2).predict(rng.normal(size=(3, 5)))
+
+
+@pytest.mark.parametrize("fit_intercept", [True, False])
+@pytest.mark.parametrize("weights", [False, True])
+def test_newton_cg_solver_matches_newton_both_paths(fit_intercept, weights):
+    from mixprobe.probes.solver import newton_cg_logistic, newton_logistic
+    rng = np.random.default_rng(4)
+    n, d = 300, 12
+    y = rng.integers(0, 2, n)
+    X = np.stack([rng.normal(size=(n, d)) * np.exp(rng.normal(0, 1, d)) + 5.0 + (s + 1) * np.outer(2 * y - 1,
+                  rng.normal(size=d)) * 0.3 for s in range(3)])          # unscaled, uncentred, anisotropic
+    sw = torch.as_tensor(rng.uniform(0.2, 3.0, n)) if weights else None
+    Xt = torch.as_tensor(X)
+    ref = newton_logistic(Xt, torch.as_tensor(y), sw, C=0.5, fit_intercept=fit_intercept, tol=1e-12)
+    for chunk in (None, 0):            # None: one-site numpy path on CPU; 0: one torch batch over all sites
+        res = newton_cg_logistic(Xt, torch.as_tensor(y), sw, C=0.5, fit_intercept=fit_intercept, tol=1e-10,
+                                 chunk_bytes=chunk)
+        assert bool(res.converged.all()) and bool((res.grad_norm <= 1e-10).all())
+        scale = ref.coef.abs().amax(1, keepdim=True)
+        assert torch.allclose(res.coef, ref.coef, rtol=0, atol=1e-6) or bool(((res.coef - ref.coef).abs()
+                                                                               <= 1e-6 * scale).all())
+        np.testing.assert_allclose(res.intercept.numpy(), ref.intercept.numpy(), atol=1e-6 * max(1.0, float(
+            ref.intercept.abs().max())))
+        # float32 converges to its default tolerance and predicts the same probabilities to ~1e-4
+        r32 = newton_cg_logistic(Xt.float(), torch.as_tensor(y), sw, C=0.5, fit_intercept=fit_intercept,
+                                 chunk_bytes=chunk)
+        assert bool(r32.converged.all())
+        z64 = torch.einsum("snd,sd->sn", Xt, ref.coef) + ref.intercept[:, None]
+        z32 = torch.einsum("snd,sd->sn", Xt, r32.coef.double()) + r32.intercept.double()[:, None]
+        assert float((torch.sigmoid(z64) - torch.sigmoid(z32)).abs().max()) < 1e-3
+
+
+def test_fit_probes_solver_option():
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 2, 250)
+    X = np.stack([rng.normal(size=(250, 8)) * (s + 1) + np.outer(y, rng.normal(size=8)) for s in range(3)])
+    a = fit_probes(X, y, C=0.7, dtype="float64", solver="newton-cg", tol=1e-10)
+    b = fit_probes(X, y, C=0.7, dtype="float64", solver="newton", tol=1e-10)
+    for s in a:
+        np.testing.assert_allclose(a[s].coef_, b[s].coef_, atol=1e-7 * np.abs(b[s].coef_).max())
+        assert a.summary[s]["converged"] and b.summary[s]["converged"]
+    with pytest.raises(DataError, match="unknown solver"):
+        fit_probes(X, y, solver="sag")
+
+
+def test_logistic_probe_solver_option():
+    X, y, _ = planted(n=400, d=10, sep=0.8, seed=1)
+    cg = LogisticProbe(C=0.5).fit(X, y)                       # default: Newton-CG
+    nt = LogisticProbe(C=0.5, solver="newton").fit(X, y)
+    assert cg.get_params()["solver"] == "newton-cg" and cg.converged_ and nt.converged_
+    np.testing.assert_allclose(cg.coef_, nt.coef_, rtol=0, atol=1e-7 * np.abs(nt.coef_).max())
+    np.testing.assert_allclose(cg.predict_proba(X), nt.predict_proba(X), atol=1e-8)
+    with pytest.raises(DataError, match="unknown solver"):
+        LogisticProbe(solver="sag").fit(X, y)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_fit_probes_summary_and_inputs_are_untouched(dtype):
+    rng = np.random.default_rng(5)
+    y = rng.integers(0, 2, 300)
+    X = np.stack([rng.normal(size=(300, 16)) + 4.0 + (s + 0.2) * np.outer(2 * y - 1, rng.normal(size=16)) * 0.3
+                  for s in range(3)]).astype(np.float32)
+    keep = np.sort(rng.permutation(300)[:250])
+    Xs, yk = X[:, keep], y[keep]            # fancy indexing: a non-C-contiguous [S, n, d] array
+    before = (X.copy(), Xs.copy())
+    ref = fit_probes(np.ascontiguousarray(Xs, dtype=np.float64), yk, C=0.5, dtype=dtype)
+    tol = 1e-3 if dtype == "float32" else 1e-7
+    for given in (Xs, {str(i): Xs[i] for i in range(3)}, torch.as_tensor(Xs)):
+        fits = fit_probes(given, yk, C=0.5, dtype=dtype)
+        for i, s in enumerate(fits):
+            assert fits.summary[s]["converged"]
+            np.testing.assert_allclose(fits[s].coef_, ref[s].coef_, rtol=0, atol=tol * np.abs(ref[s].coef_).max())
+            # train accuracy from the solver's margins = the probe's own predictions (±1 row on a tie at 0)
+            assert abs(fits.summary[s]["train_accuracy"] - fits[s].score(Xs[i], yk)) <= 1 / 250 + 1e-12
+    np.testing.assert_array_equal(X, before[0])                # solved in place, never modified
+    np.testing.assert_array_equal(Xs, before[1])
+
+
+def test_check_features_keep_dtype_one_pass():
+    from mixprobe.probes.validation import check_features
+    X = np.random.default_rng(0).normal(size=(50, 4)).astype(np.float32)
+    out = check_features(X, keep_dtype=True)
+    assert out.dtype == np.float32 and np.shares_memory(out, X)        # no copy
+    assert check_features(X).dtype == np.float64                      # the default still converts
+    assert check_features(torch.as_tensor(X).half(), keep_dtype=True).dtype == np.float32
+    for bad in (np.nan, np.inf, -np.inf):
+        Z = X.copy()
+        Z[7, 2] = bad
+        with pytest.raises(NonFiniteError, match="1 NaN/inf values in 1 rows"):
+            check_features(Z, keep_dtype=True)
+        with pytest.raises(NonFiniteError):
+            check_features(Z, keep_dtype=True, allow_constant=True)
+    C = np.full((50, 4), 1e6, dtype=np.float32)
+    with pytest.raises(ZeroVarianceError, match="site 's'"):
+        check_features(C, keep_dtype=True, site="s")
+    C[3, 1] += 1.0
+    assert check_features(C, keep_dtype=True) is C                    # one column varies: not constant
