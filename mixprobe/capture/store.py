@@ -514,14 +514,4 @@ def _atomic_write_bytes(path: Path, blob: bytes | Sequence[Any]) -> None:
 
 def _atomic_write_rows(path: Path, lines: Sequence[str]) -> None:
     """Write ``prompts.json`` atomically from the rows' canonical JSON (:func:`_row_lines`)."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write("[" + ",".join(lines) + "]")
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    _atomic_write_bytes(path, ("[" + ",".join(lines) + "]").encode())
