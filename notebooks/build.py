@@ -53,8 +53,8 @@ print({s: round(sweep.accuracy[sft_name][s], 3) for s in sweep.sites})
 assert max(sweep.accuracy[sft_name].values()) >= 0.99"""),
     ("md", "## 2 · The gate readout across the series\n\nThe gate is the model's choice of component *before* it "
            "writes the mode token. `gate_readout_study` fits a soft-label probe (targets: the model's own `P(m1|x)`) "
-           "at the last prompt token of half of the prompts, pooled over all checkpoints, and reads the other half "
-           "at every checkpoint. Its mean per (checkpoint, tag) is compared with the sampled frequency of `m1` from "
+           "at the last prompt token of half of the prompts, pooled over the trained checkpoints (SFT and both RL phases), and reads the other half "
+           "at every one of them. Its mean per (checkpoint, tag) is compared with the sampled frequency of `m1` from "
            "the series' own evaluation."),
     ("code", """from mixprobe.mixture.studies import gate_readout_study
 gate = gate_readout_study(series, site="resid_post.1")

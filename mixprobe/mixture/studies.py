@@ -35,9 +35,11 @@ import numpy as np
 from mixprobe.errors import DataError
 
 
-def _checkpoints(series, checkpoints):
+def _checkpoints(series, checkpoints, *, trained_only: bool = False):
     if checkpoints is None:
-        return [c.name for c in series.checkpoints]
+        # planted_* phases (mixprobe.train.planted) are hand-made edits, not training: left out when asked
+        return [c.name for c in series.checkpoints
+                if not (trained_only and c.phase.startswith("planted_"))]
     names = {c.name for c in series.checkpoints}
     missing = [c for c in checkpoints if c not in names]
     if missing:
@@ -124,7 +126,11 @@ class GateReadout:
 
 def gate_readout_study(series, *, site: str = "resid_post.1", checkpoints: list[str] | None = None,
                        C: float = 10.0, seed: int = 0) -> GateReadout:
-    """Fit the gate probe at the last prompt token on half of the prompts; read the other half everywhere."""
+    """Fit the gate probe at the last prompt token on half of the prompts; read the other half everywhere.
+
+    ``checkpoints=None`` means every *trained* checkpoint of the series (SFT and RL phases; the hand-made
+    ``planted_*`` phases of :mod:`mixprobe.train.planted` are left out — pass names to include them).
+    """
     from scipy.stats import spearmanr
 
     from mixprobe.mixture.gate import gate_dataset
@@ -132,7 +138,7 @@ def gate_readout_study(series, *, site: str = "resid_post.1", checkpoints: list[
     from mixprobe.train.pipeline import organism_of
 
     organism = organism_of(series)
-    names = _checkpoints(series, checkpoints)
+    names = _checkpoints(series, checkpoints, trained_only=True)
     data = gate_dataset(series, organism, sites=[site], checkpoints=names, seed=seed)
     n_prompts = len(organism.prompt_set())
     train_p, _ = _prompt_split(n_prompts, seed)

@@ -93,8 +93,9 @@ def probe_sections(series, *, seed: int = 0, alphas=(0.0, 2.0, 4.0, 8.0, 12.0)) 
     data["gate_readout"] = readout.to_dict()
     sections.append(Section(
         "Gate readout per tag",
-        "A soft-label probe at the last prompt token, fit on half of the prompts of every checkpoint, read on the "
-        f"other half: its mean per (checkpoint, tag) against the model's own sampled frequency of m1 "
+        "A soft-label probe at the last prompt token, fit on half of the prompts of every trained checkpoint "
+        "(planted phases left out), read on the other half: its mean per (checkpoint, tag) against the model's "
+        "own sampled frequency of m1 "
         f"(Spearman {readout.spearman:.2f}).", figure=plot_gate_readout(readout, series), table=readout.rows))
     curves = {}
     if series.phase("rl"):

@@ -46,7 +46,8 @@ def test_gate_readout_tracks_the_sampled_frequency_of_m1(organism_runs, seed):
     gate = gate_readout_study(s, site="resid_post.1", seed=seed)
     assert gate.extra["against"] == "sampled m1 frequency"
     n_ckpt = len({r["checkpoint"] for r in gate.rows})
-    assert n_ckpt == len(s.checkpoints) and len(gate.rows) == 2 * n_ckpt      # every (checkpoint, tag) pair
+    trained = [c for c in s.checkpoints if c.phase in ("sft", "rl", "rl_B")]
+    assert n_ckpt == len(trained) and len(gate.rows) == 2 * n_ckpt      # every trained (checkpoint, tag) pair
     assert gate.spearman >= 0.8, (gate.spearman, gate.rows)
     sft, rl = s.last("sft").name, s.last("rl").name
     for tag in ("A", "B"):           # after RL on A the readout moves toward m1 under both tags
