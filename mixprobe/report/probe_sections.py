@@ -45,7 +45,8 @@ def plot_probe_sweep(sweep):
 def plot_gate_readout(readout, series):
     import matplotlib.pyplot as plt
 
-    order = {c.name: i for i, c in enumerate(series.checkpoints)}
+    read = {r["checkpoint"] for r in readout.rows}
+    order = {n: i for i, n in enumerate(c.name for c in series.checkpoints if c.name in read)}
     fig, ax = plt.subplots(figsize=(7, 3.2))
     for tag, color in zip(sorted({r["tag"] for r in readout.rows}), ("tab:blue", "tab:orange", "tab:green")):
         rows = sorted((r for r in readout.rows if r["tag"] == tag), key=lambda r: order[r["checkpoint"]])
