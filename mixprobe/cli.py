@@ -148,7 +148,6 @@ def verdict(
     out: Path | None = typer.Option(None, "--out", help="write the verdict JSON here"),
 ) -> None:
     """Reweight, rewrite, both or undecided: compare reference and target checkpoints of each run (seed)."""
-    from mixprobe.io import atomic_write_json
     from mixprobe.mixture.verdict import assess, combine
     from mixprobe.train.pipeline import load_checkpoint, organism_of
     from mixprobe.train.series import Series
@@ -165,8 +164,7 @@ def verdict(
         console.print(f"  seed {seed}: {e.label:<9} gate shift {e.gate_shift:.3f}  component change "
                       f"{e.component_change:.3f}")
     if out:
-        atomic_write_json(out, v.to_dict())
-        console.print(f"wrote {out}")
+        _write_json(out, v.to_dict())
 
 
 @app.command()
@@ -222,6 +220,13 @@ def _floats(text: str) -> list[float]:
         return [float(x) for x in text.split(",") if x.strip()]
     except ValueError:
         raise typer.BadParameter(f"expected comma-separated numbers, got {text!r}") from None
+
+
+def _write_json(out: Path, obj: dict) -> None:
+    from mixprobe.io import atomic_write_json
+
+    atomic_write_json(out, obj)
+    console.print(f"wrote {out}")
 
 
 def _print_rows(rows: list[dict], title: str) -> None:
@@ -285,7 +290,6 @@ def probe(
     out: Path | None = typer.Option(None, "--out", help="write the JSON here"),
 ) -> None:
     """Probe layer sweep (expressed component) per checkpoint and the gate readout across the whole series."""
-    from mixprobe.io import atomic_write_json
     from mixprobe.mixture.studies import gate_readout_study, probe_layer_sweep
     from mixprobe.report.probe_sections import _phase_lasts
 
@@ -301,8 +305,7 @@ def probe(
     _print_rows(readout.rows, f"gate readout at {readout.site} (last prompt token)")
     console.print(f"Spearman(readout, sampled m1 frequency) = {readout.spearman:.3f}")
     if out:
-        atomic_write_json(out, {"probe_sweep": sweep.to_dict(), "gate_readout": readout.to_dict()})
-        console.print(f"wrote {out}")
+        _write_json(out, {"probe_sweep": sweep.to_dict(), "gate_readout": readout.to_dict()})
 
 
 @app.command()
@@ -317,7 +320,6 @@ def steer(
     out: Path | None = typer.Option(None, "--out", help="write the JSON here"),
 ) -> None:
     """Dose-response of steering along the selection direction (final_norm, last prompt token)."""
-    from mixprobe.io import atomic_write_json
     from mixprobe.mixture.studies import steering_dose_response
 
     cfg = _defaults(config, "steer")
@@ -328,8 +330,7 @@ def steer(
                                   seed=int(cfg.get("seed", 0)))
     _print_rows(rows, f"steering {name} toward {toward}")
     if out:
-        atomic_write_json(out, {"checkpoint": name, "toward": toward, "rows": rows})
-        console.print(f"wrote {out}")
+        _write_json(out, {"checkpoint": name, "toward": toward, "rows": rows})
 
 
 @app.command()

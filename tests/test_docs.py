@@ -1,7 +1,6 @@
 """Every ```python block in README.md and docs/*.md runs (blocks of one file share a namespace, in order)."""
 from __future__ import annotations
 
-import os
 import re
 from pathlib import Path
 

@@ -35,7 +35,7 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -44,21 +44,16 @@ import torch
 from mixprobe.errors import CheckpointError, DataError
 from mixprobe.io import check_weights_dir
 from mixprobe.models.handle import BACKENDS, ModelHandle, resolve_device, resolve_dtype
+from mixprobe.train.series import CheckpointEntry
 
 SERIES_FORMAT = "mixprobe.series/1"
 SERIES_MANIFEST = "series.json"
 
 
 # --- series -------------------------------------------------------------------------------------------------------
-@dataclass
-class SeriesCheckpoint:
-    """One checkpoint of a series: its name, phase, step, absolute folder and metrics."""
-
-    name: str
-    phase: str
-    step: int
-    path: str
-    metrics: dict = field(default_factory=dict)
+# one checkpoint of a series (name, phase, step, path, metrics): the series format's own entry type; here the
+# path is the absolute checkpoint folder
+SeriesCheckpoint = CheckpointEntry
 
 
 @dataclass

@@ -271,7 +271,6 @@ class Patcher:
         Exact skipping: an example whose source and target activations agree at every patched position is
         unchanged by the patch, so its logits are the target's and it is not recomputed.
         """
-        B = self.B
         src = self.source.acts[(component, layer)]
         tgt = self.target.acts[(component, layer)]
         masks = masks.to(src.device)

@@ -2,7 +2,6 @@
 series, and steering along the selection direction switches the policy (3 seeds)."""
 from __future__ import annotations
 
-import numpy as np
 import pytest
 import torch
 
@@ -13,11 +12,6 @@ from mixprobe.train.pipeline import load_checkpoint, organism_of
 
 pytestmark = pytest.mark.slow
 SEEDS = (0, 1, 2)
-
-
-def _split(n: int, seed: int = 0):
-    perm = np.random.RandomState(seed).permutation(n)
-    return perm[: n // 2], perm[n // 2:]
 
 
 @pytest.mark.parametrize("seed", SEEDS)
