@@ -79,7 +79,7 @@ def probe_layer_sweep(series, *, checkpoints: list[str] | None = None, sites: li
     every site; ``C=100`` is weak regularisation for ~100 training rows of width ``d_model``.
     """
     from mixprobe.mixture.gate import expressed_dataset
-    from mixprobe.probes import LogisticProbe
+    from mixprobe.probes import fit_probes
     from mixprobe.train.pipeline import load_checkpoint, organism_of
 
     organism = organism_of(series)
@@ -95,12 +95,14 @@ def probe_layer_sweep(series, *, checkpoints: list[str] | None = None, sites: li
         prompt_idx = np.arange(len(data.labels)) % n_prompts
         tr = np.isin(prompt_idx, train_p)
         y = data.labels.numpy()
-        acc[name] = {}
+        feats = {}
         for s in data.sites:
             X = data.features[s].numpy().astype(np.float64)
             if standardize:  # per-feature z-score with the training rows' statistics (sites differ in scale)
                 X = (X - X[tr].mean(0)) / (X[tr].std(0) + 1e-6)
-            acc[name][s] = float(LogisticProbe(C=C).fit(X[tr], y[tr]).score(X[~tr], y[~tr]))
+            feats[s] = X
+        fits = fit_probes({s: X[tr] for s, X in feats.items()}, y[tr], C=C, dtype="float64")   # every site at once
+        acc[name] = {s: float(fits[s].score(X[~tr], y[~tr])) for s, X in feats.items()}
         used_sites = data.sites
     return ProbeSweep(used_sites, acc)
 

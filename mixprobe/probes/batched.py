@@ -147,7 +147,7 @@ def fit_probes(
     cloned and fitted per site. Returns :class:`ProbeFits` (``.probes[site]``, ``.summary[site]``).
 
     ``solver``: ``"newton-cg"`` (default; :func:`~mixprobe.probes.solver.newton_cg_logistic`: one Gram per site,
-    then Hessian-vector products, cache-sized chunks on CPU) or ``"newton"`` (exact Hessian every iteration,
+    then Hessian-vector products; site by site on CPU, one batch on GPU) or ``"newton"`` (exact Hessian every iteration,
     :func:`~mixprobe.probes.solver.newton_logistic`). Both minimise the same objective to the same ``tol``.
 
     For the batched logistic fit, features are validated in their own float dtype (no float64 copy), a stacked

@@ -100,6 +100,19 @@ class _LinearProbe(ClassifierMixin, BaseEstimator):
     def predict(self, X: Any) -> np.ndarray:
         return self.classes_[(self.decision_function(X) > 0).astype(int)]
 
+    def score(self, X: Any, y: Any, sample_weight: Any = None) -> float:
+        """Mean accuracy on ``(X, y)`` (weighted by ``sample_weight``): scikit-learn's ``score``, without its
+        per-call target-type inspection (a layer sweep scores dozens of probes)."""
+        pred = self.predict(X)
+        y = to_numpy(y, dtype=None).reshape(-1)
+        if y.shape[0] != pred.shape[0]:
+            raise ShapeError(f"{pred.shape[0]} feature rows but {y.shape[0]} labels; pass one label per row")
+        correct = (pred == y).astype(np.float64)
+        if sample_weight is None:
+            return float(correct.mean())
+        w = check_sample_weight(sample_weight, y.shape[0])
+        return float(w @ correct / w.sum())
+
 
 class LogisticProbe(_LinearProbe):
     """L2-regularised logistic regression (scikit-learn's objective and ``C``), solved by Newton-CG or Newton.

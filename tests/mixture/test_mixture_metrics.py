@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import itertools
-import math
 
 import pytest
 import torch
@@ -10,7 +9,7 @@ import torch
 from mixprobe.errors import DataError, SeriesMismatchError
 from mixprobe.mixture.components import MixtureView
 from mixprobe.mixture.metrics import forced_fidelity, kl_split, pass_at_k, responsibilities
-from mixprobe.mixture.verdict import Evidence, Thresholds, combine, compare_views, label_for
+from mixprobe.mixture.verdict import Thresholds, combine, compare_views, label_for
 from mixprobe.mixture.weight_diff import effective_rank, weight_diff
 
 

@@ -389,3 +389,20 @@ def test_check_features_keep_dtype_one_pass():
         check_features(C, keep_dtype=True, site="s")
     C[3, 1] += 1.0
     assert check_features(C, keep_dtype=True) is C                    # one column varies: not constant
+
+
+def test_probe_score_matches_sklearn_accuracy():
+    """``score`` is scikit-learn's (weighted) mean accuracy; a label count that does not match the rows is named."""
+    from sklearn.metrics import accuracy_score
+    rng = np.random.default_rng(11)
+    X = rng.normal(size=(200, 5))
+    y = np.where(X[:, 0] + 0.8 * rng.normal(size=200) > 0, "yes", "no")     # string classes, ~20 % errors
+    probe = LogisticProbe().fit(X[:120], y[:120])
+    w = rng.uniform(0.0, 2.0, 80)
+    pred = probe.predict(X[120:])
+    assert 0.6 < probe.score(X[120:], y[120:]) < 0.95
+    assert probe.score(X[120:], y[120:]) == pytest.approx(accuracy_score(y[120:], pred))
+    assert probe.score(X[120:], y[120:], sample_weight=w) == pytest.approx(
+        accuracy_score(y[120:], pred, sample_weight=w))
+    with pytest.raises(ShapeError, match="80 feature rows but 79 labels"):
+        probe.score(X[120:], y[121:])
