@@ -130,14 +130,52 @@ def _gaps(a: np.ndarray, b: np.ndarray) -> dict[str, float]:
     return {"max": float(d.max()), "mean": float(d.mean())}
 
 
-def run_config(name: str, spec: tuple, C: float, repeats: int) -> dict:
-    n_sites, n, d, std, tighter = spec
+def synthetic(spec: tuple) -> tuple[tuple, dict]:
+    """Split synthetic captures for a ``CONFIGS`` entry, and what to report about them."""
+    n_sites, n, d, std, _ = spec
     X, y = make_captures(n_sites, n, d)
     tr, te = train_test_indices(y, test_size=0.25, seed=0)
     if std:
         X = standardize(X, tr)
-    data = split(X, y, tr, te)
-    del X
+    meta = {"shape": {"n_sites": n_sites, "n_rows": n, "n_train": int(tr.size), "n_test": int(te.size), "d": d},
+            "features": "standardized (per-feature z-score, training-row statistics)" if std else "raw (unscaled)"}
+    return split(X, y, tr, te), meta
+
+
+def organism(seed: int, standardized: bool, cache_dir: str | None) -> tuple[tuple, dict]:
+    """The workload of ``probe_layer_sweep`` on the tag-mixture organism (last SFT checkpoint of ``seed``).
+
+    Answer-position activations with each component forced, every default site, labels = component; the
+    prompt-level split of the study (a prompt's rows never straddle it). Trains the organism when it is not in
+    the cache (a few minutes on CPU).
+    """
+    from mixprobe.mixture.gate import expressed_dataset
+    from mixprobe.mixture.studies import _prompt_split, default_sites
+    from mixprobe.train.pipeline import load_checkpoint, organism_of
+    from mixprobe.train.zoo import trained_organism
+
+    series = trained_organism(seed=seed, cache_dir=cache_dir, progress=False)
+    org = organism_of(series)
+    model, tok = load_checkpoint(series.path(series.last("sft").name))
+    data = expressed_dataset(model, tok, org, sites=default_sites(model.config.num_hidden_layers))
+    n_prompts = len(org.prompt_set())
+    tr_p, _ = _prompt_split(n_prompts, 0)
+    y = data.labels.numpy()
+    is_tr = np.isin(np.arange(y.size) % n_prompts, tr_p)
+    tr, te = np.flatnonzero(is_tr), np.flatnonzero(~is_tr)
+    X = np.stack([data.features[s].numpy() for s in data.sites]).astype(np.float32)
+    if standardized:
+        X = standardize(X, tr)
+    meta = {"shape": {"n_sites": X.shape[0], "n_rows": y.size, "n_train": int(tr.size), "n_test": int(te.size),
+                      "d": X.shape[2]}, "sites": data.sites,
+            "features": (f"tag-mixture organism seed {seed}, last SFT checkpoint, answer position, "
+                         + ("standardized" if standardized else "raw"))}
+    return split(X, y, tr, te), meta
+
+
+def run_config(name: str, data: tuple, meta: dict, C: float, repeats: int, tighter: bool = False,
+               inner: int = 1) -> dict:
+    """Time both sides on one prepared split (``inner`` back-to-back calls per timing, for millisecond fits)."""
     tols = [1e-4] + ([1e-5, 1e-6] if tighter else [])
     keys = ["mixprobe"] + [f"sklearn_lbfgs_tol{t:.0e}" for t in tols]
     times: dict[str, list[float]] = {k: [] for k in keys}
@@ -147,19 +185,21 @@ def run_config(name: str, spec: tuple, C: float, repeats: int) -> dict:
     sklearn_loop(*warm, C, 1e-4)
     for _ in range(repeats):  # interleaved
         t = time.perf_counter()
-        res["mixprobe"] = mixprobe_fit(*data, C)
-        times["mixprobe"].append(time.perf_counter() - t)
+        for _ in range(inner):
+            res["mixprobe"] = mixprobe_fit(*data, C)
+        times["mixprobe"].append((time.perf_counter() - t) / inner)
         for tol, key in zip(tols, keys[1:]):
             t = time.perf_counter()
-            res[key] = sklearn_loop(*data, C, tol)
-            times[key].append(time.perf_counter() - t)
+            for _ in range(inner):
+                res[key] = sklearn_loop(*data, C, tol)
+            times[key].append((time.perf_counter() - t) / inner)
     acc_opt, opt_grad = converged_reference(*data, C)
     med = {k: statistics.median(v) for k, v in times.items()}
     acc = {k: np.array(res[k][0]) for k in keys}
     default = "sklearn_lbfgs_tol1e-04"
     out = {
-        "shape": {"n_sites": n_sites, "n_rows": n, "n_train": int(tr.size), "n_test": int(te.size), "d": d},
-        "features": "standardized (per-feature z-score, training-row statistics)" if std else "raw (unscaled)",
+        **meta,
+        "C": C,
         "seconds": med,
         "ratio_vs_mixprobe": {k: med[k] / med["mixprobe"] for k in keys[1:]},
         "accuracy_gap_vs_mixprobe": {k: _gaps(acc[k], acc["mixprobe"]) for k in keys[1:]},
@@ -203,13 +243,24 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=1,
                     help="CPU threads for both sides (torch and the BLAS under numpy/scipy); default 1: on a shared "
                          "2-core machine scikit-learn with 2 BLAS threads ran ~30x slower than with one (measured)")
+    ap.add_argument("--no-organism", action="store_true", help="skip the tag-mixture organism configurations")
+    ap.add_argument("--organism-cache", default=None,
+                    help="where trained organisms are kept (default: mixprobe's cache; trained when missing)")
     ap.add_argument("--out", default=str(RESULTS))
     args = ap.parse_args()
     threads = args.threads
     torch.set_num_threads(threads)
     threadpool_limits(threads)
     configs = QUICK if args.quick else {k: CONFIGS[k] for k in (args.configs or CONFIGS)}
-    results = {name: run_config(name, spec, args.C, args.repeats) for name, spec in configs.items()}
+    results = {}
+    for name, spec in configs.items():
+        results[name] = run_config(name, *synthetic(spec), args.C, args.repeats, tighter=spec[4])
+    if not args.quick and not args.no_organism:
+        for seed in (0, 1, 2):      # the study's workload: raw at C=1, standardized at the study's C=100
+            for std, C in ((False, 1.0), (True, 100.0)):
+                name = f"organism_s{seed}_{'standardized' if std else 'raw'}"
+                results[name] = run_config(name, *organism(seed, std, args.organism_cache), C, args.repeats,
+                                           inner=20)
     head = next(iter(results))
     h = results[head]
     out = {
@@ -236,21 +287,23 @@ def main() -> None:
     lines = [
         "# Probes benchmark: a logistic probe on every layer",
         "",
-        f"Synthetic residual captures (anisotropic, two massive dimensions, signal growing with depth), C={args.C}, "
-        f"75/25 stratified split; CPU ({os.cpu_count()} cores, 1-min load {os.getloadavg()[0]:.1f}), {threads} "
+        "`raw_*`/`standardized_*`: synthetic residual captures (anisotropic, two massive dimensions, signal growing "
+        "with depth), 75/25 stratified split. `organism_*`: the tag-mixture organism's last SFT checkpoint, "
+        "answer-position activations at every default site, the prompt-level split of `probe_layer_sweep` (timings "
+        f"there: mean of 20 back-to-back fits). CPU ({os.cpu_count()} cores, 1-min load {os.getloadavg()[0]:.1f}), {threads} "
         f"thread(s) for torch and BLAS on both sides, median of {args.repeats} interleaved run(s), same process. "
         "mixprobe: `fit_probes` (Newton-CG, fp32, tol 1e-5). Gaps are in points of held-out accuracy, max (mean) "
         "over sites; the converged optimum is float64 exact Newton to tol 1e-11, untimed.",
         "",
-        "| features | sites × rows × d | mixprobe s | scikit-learn (default) s | ratio | gap vs mixprobe "
+        "| config | sites × train rows × d | C | mixprobe s | scikit-learn (default) s | ratio | gap vs mixprobe "
         "| mixprobe gap vs optimum | scikit-learn gap vs optimum | ≥10× and ≤0.5 |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     dk = "sklearn_lbfgs_tol1e-04"
     for k, r in results.items():
         sh = r["shape"]
-        lines.append(f"| {r['features'].split(' (')[0]} | {sh['n_sites']} × {sh['n_rows']} × {sh['d']} | "
-                     f"{r['seconds']['mixprobe']:.3f} | {r['seconds'][dk]:.2f} | {r['ratio_vs_mixprobe'][dk]:.1f}× | "
+        lines.append(f"| {k} | {sh['n_sites']} × {sh['n_train']} × {sh['d']} | {r['C']:g} | "
+                     f"{r['seconds']['mixprobe']:.4f} | {r['seconds'][dk]:.3f} | {r['ratio_vs_mixprobe'][dk]:.1f}× | "
                      f"{_fmt(r['accuracy_gap_vs_mixprobe'][dk])} | "
                      f"{_fmt(r['accuracy_gap_vs_converged']['mixprobe'])} | "
                      f"{_fmt(r['accuracy_gap_vs_converged'][dk])} | {'yes' if r['criterion']['holds'] else 'no'} |")
