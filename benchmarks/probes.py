@@ -271,7 +271,8 @@ def main() -> None:
         "accuracy_gap_unit": "points (max over sites of |held-out accuracy difference| x 100)",
         "criterion": "ratio >= 10 and max accuracy gap <= 0.5 points against scikit-learn's default",
         "criterion_holds": {k: v["criterion"]["holds"] for k, v in results.items()},
-        "method": {"mixprobe": "fit_probes(dtype=float32), solver=newton-cg (default tol 1e-5), CPU",
+        "method": {"mixprobe": "fit_probes(dtype=float32) defaults (tol 1e-5): site-by-site Newton-CG on CPU, "
+                                "one stacked exact-Newton solve where n*(d+1)^2 <= 5e5",
                    "sklearn": "LogisticRegression(C, max_iter=10000), lbfgs, loop over sites; tol 1e-4 (default)"
                               " and, for the headline, 1e-5 and 1e-6",
                    "reference": "newton_logistic float64 tol 1e-11 (untimed), numpy float64 gradient check",
@@ -290,10 +291,11 @@ def main() -> None:
         "`raw_*`/`standardized_*`: synthetic residual captures (anisotropic, two massive dimensions, signal growing "
         "with depth), 75/25 stratified split. `organism_*`: the tag-mixture organism's last SFT checkpoint, "
         "answer-position activations at every default site, the prompt-level split of `probe_layer_sweep` (timings "
-        f"there: mean of 20 back-to-back fits). CPU ({os.cpu_count()} cores, 1-min load {os.getloadavg()[0]:.1f}), {threads} "
-        f"thread(s) for torch and BLAS on both sides, median of {args.repeats} interleaved run(s), same process. "
-        "mixprobe: `fit_probes` (Newton-CG, fp32, tol 1e-5). Gaps are in points of held-out accuracy, max (mean) "
-        "over sites; the converged optimum is float64 exact Newton to tol 1e-11, untimed.",
+        f"there: mean of 20 back-to-back fits). CPU ({os.cpu_count()} cores, 1-min load "
+        f"{os.getloadavg()[0]:.1f}), {threads} thread(s) for torch and BLAS on both sides, median of {args.repeats} "
+        "interleaved run(s), same process. mixprobe: `fit_probes` defaults (fp32, tol 1e-5; site-by-site Newton-CG, "
+        "or one stacked exact-Newton solve for small problems such as the organism's). Gaps are in points of held-out "
+        "accuracy, max (mean) over sites; the converged optimum is float64 exact Newton to tol 1e-11, untimed.",
         "",
         "| config | sites × train rows × d | C | mixprobe s | scikit-learn (default) s | ratio | gap vs mixprobe "
         "| mixprobe gap vs optimum | scikit-learn gap vs optimum | ≥10× and ≤0.5 |",
