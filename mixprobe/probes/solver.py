@@ -425,7 +425,7 @@ def _newton_stacked_numpy(X, y, s, C, fit_intercept, max_iter, tol) -> NewtonRes
     y, s, C = y.astype(np.float64), s.astype(np.float64), np.asarray(C, dtype=np.float64)
     s_sum = s.sum(1)
     if fit_intercept:
-        mu = np.einsum("sn,snd->sd", s, X) / s_sum[:, None]
+        mu = np.matmul(s[:, None, :], X)[:, 0] / s_sum[:, None]
         Xa = np.concatenate([X - mu[:, None, :], np.ones((S, n, 1))], 2)   # centred features + intercept column
         ybar = np.clip((s * y).sum(1) / s_sum, 1e-6, 1 - 1e-6)
     else:
@@ -438,7 +438,7 @@ def _newton_stacked_numpy(X, y, s, C, fit_intercept, max_iter, tol) -> NewtonRes
         theta[:, d] = np.log(ybar / (1 - ybar))
     Cs = C[:, None] * s
     norm = C * s_sum
-    z = np.einsum("snm,sm->sn", Xa, theta)
+    z = np.matmul(Xa, theta[..., None])[..., 0]
     active = np.ones(S, dtype=bool)
     converged = np.zeros(S, dtype=bool)
     n_iter = np.zeros(S, dtype=np.int64)
@@ -447,7 +447,7 @@ def _newton_stacked_numpy(X, y, s, C, fit_intercept, max_iter, tol) -> NewtonRes
     for _ in range(max_iter):
         p = expit(z)
         r = Cs * (p - y)
-        g = np.einsum("sn,snm->sm", r, Xa) + reg * theta
+        g = np.matmul(r[:, None, :], Xa)[:, 0] + reg * theta
         gn = np.where(active, np.abs(g).max(1) / norm, gn)
         done = active & (gn <= tol)
         converged |= done
@@ -458,8 +458,8 @@ def _newton_stacked_numpy(X, y, s, C, fit_intercept, max_iter, tol) -> NewtonRes
         H = np.matmul(Xa.transpose(0, 2, 1), Xa * h[..., None])
         H[:, diag, diag] += reg + 1e-12 * np.abs(H[:, diag, diag]).max(1, keepdims=True)
         step = -np.linalg.solve(H, g[..., None])[..., 0]
-        dz = np.einsum("snm,sm->sn", Xa, step)
-        t = _line_search_stacked(expit, z, y, Cs, ((reg * theta) * step).sum(1), ((reg * step) * step).sum(1), dz)
+        dz = np.matmul(Xa, step[..., None])[..., 0]
+        t = _line_search_stacked(expit, z, y, Cs, r, ((reg * theta) * step).sum(1), ((reg * step) * step).sum(1), dz)
         t = np.where(active, t, 0.0)
         theta += t[:, None] * step
         z += t[:, None] * dz
@@ -470,19 +470,22 @@ def _newton_stacked_numpy(X, y, s, C, fit_intercept, max_iter, tol) -> NewtonRes
     return coef, intercept, n_iter, converged, gn, z
 
 
-def _line_search_stacked(expit, z, y, Cs, lin, quad, dz, iters: int = 30) -> np.ndarray:
-    """:func:`_line_search_numpy` for every site at once (``[S]`` step lengths; 0 where no descent)."""
-    d0 = (Cs * (expit(z) - y) * dz).sum(1) + lin
+def _line_search_stacked(expit, z, y, Cs, r, lin, quad, dz, iters: int = 30) -> np.ndarray:
+    """:func:`_line_search_numpy` for every site at once (``[S]`` step lengths; 0 where no descent).
+
+    ``r = Cs·(σ(z) − y)`` at the current point (already known to the caller).
+    """
+    d0 = (r * dz).sum(1) + lin
     done = ~(d0 < 0)
     t = np.where(done, 0.0, 1.0)
     lo, hi = np.zeros_like(t), np.full_like(t, np.inf)
     for _ in range(iters):
         q = expit(z + t[:, None] * dz)
         d1 = (Cs * (q - y) * dz).sum(1) + lin + t * quad
-        d2 = (Cs * q * (1 - q) * dz * dz).sum(1) + quad
         done |= np.abs(d1) <= 1e-3 * np.abs(d0)
         if done.all():
             break
+        d2 = (Cs * q * (1 - q) * dz * dz).sum(1) + quad
         neg = d1 < 0
         lo, hi = np.where(~done & neg, t, lo), np.where(~done & ~neg, t, hi)
         with np.errstate(divide="ignore", invalid="ignore"):
