@@ -15,7 +15,17 @@ as a batch dimension ``X[S, n, d]`` and run Newton's method on all of them at on
   batched matmul, step by batched Cholesky (jitter added for the sites whose factorisation fails), then a
   per-site Armijo backtracking line search; converged sites leave the batch;
 - stop when ``max|g| / (C·Σ s_i) ≤ tol`` (the gradient of scikit-learn's normalised objective
-  ``f / (C·Σ s_i)``, the quantity its ``newton-cholesky`` solver tests), or when the line search cannot decrease the objective any more.
+  ``f / (C·Σ s_i)``, the quantity its ``newton-cholesky`` solver tests), or when the line search cannot decrease
+  the objective any more.
+
+That is :func:`newton_logistic` (torch, any device). :func:`newton_cg_logistic` (the default of ``fit_probes`` and
+``LogisticProbe``) solves the same problem with the same stopping rule and picks the cheapest execution:
+
+- GPU: all sites in one torch batch, Newton-CG with Hessian-vector products (no ``d × d`` Hessian per iteration);
+- CPU, small problems (``n·(d+1)² ≤ 5e5``, e.g. an organism's 98 rows × 64 features): every site in one stacked
+  exact-Newton solve in numpy (the cost there is the number of array operations, paid once for all sites);
+- CPU otherwise: site by site in numpy with one-thread BLAS (a site's features stay in cache across the many
+  passes), Newton-CG preconditioned by the exact start Hessian or, where ``d > 4·rank``, a Nyström approximation.
 
 Labels may be soft (``y ∈ [0, 1]``): Platt calibration uses that.
 
@@ -210,11 +220,11 @@ def newton_cg_logistic(
     changes the path, not the solution.
 
     CPU, small problems (``n·(d+1)² ≤ 5e5``, e.g. a few hundred rows × ≤ 64 features; ``chunk_bytes=None``): all
-    sites in one stacked exact-Newton solve in float64 numpy (:func:`_newton_stacked_numpy`): there the cost is the
+    sites in one stacked Newton solve in numpy (:func:`_newton_stacked_numpy`): there the cost is the
     number of array operations, not flops, and stacking pays it once for every site.
 
-    CPU otherwise (``chunk_bytes=None``): site by site on numpy arrays, one-thread BLAS — one site's features stay in cache
-    across the many matrix-vector passes, and there is no per-op torch dispatch; measured 3–5× faster than a
+    CPU otherwise (``chunk_bytes=None``): site by site on numpy arrays, one-thread BLAS — one site's features stay
+    in cache across the many matrix-vector passes, and there is no per-op torch dispatch; measured 3–5× faster than a
     torch batch of the same sites at every width tried (``d`` = 64…512). ``chunk_bytes`` forces torch batches of
     about that many bytes (``0``: all sites in one batch). GPU (``chunk_bytes=None``): all sites in one batch.
     Cost per site: one Gram + Cholesky (or the Nyström sketch), then ``1 + 2·(CG iterations)`` passes over ``X``
@@ -411,12 +421,14 @@ _STACKED_MAX_FLOPS = 500_000
 
 
 def _newton_stacked_numpy(X, y, s, C, fit_intercept, max_iter, tol) -> NewtonResult:
-    """Exact Newton on every site at once with stacked numpy ops, in float64 (small problems only).
+    """Newton on every site at once with stacked numpy ops (small problems only).
 
     For a few hundred rows × a few dozen features the cost of a solve is the number of array operations, not
     their flops: here every operation covers all sites (``[S, n, d+1]`` products, a stacked ``[S, d+1, d+1]``
     solve per iteration), so a sweep costs about what one site does. Same objective and stopping rule as
     :func:`newton_logistic`; the step length is the exact line search of :func:`_line_search_numpy`, vectorised.
+    Gradient, line search and iterate are float64; the Hessian, which only shapes the step, is formed in float32
+    (half the cost of the largest product; the float64 gradient still decides convergence).
     """
     from scipy.special import expit
 
@@ -439,6 +451,8 @@ def _newton_stacked_numpy(X, y, s, C, fit_intercept, max_iter, tol) -> NewtonRes
     Cs = C[:, None] * s
     norm = C * s_sum
     z = np.matmul(Xa, theta[..., None])[..., 0]
+    Xa32 = Xa.astype(np.float32)                       # the Hessian only shapes the step: float32 halves its cost
+    XaT32 = np.ascontiguousarray(Xa32.transpose(0, 2, 1))
     active = np.ones(S, dtype=bool)
     converged = np.zeros(S, dtype=bool)
     n_iter = np.zeros(S, dtype=np.int64)
@@ -455,12 +469,12 @@ def _newton_stacked_numpy(X, y, s, C, fit_intercept, max_iter, tol) -> NewtonRes
         if not active.any():
             break
         h = Cs * p * (1 - p)
-        H = np.matmul(Xa.transpose(0, 2, 1), Xa * h[..., None])
-        H[:, diag, diag] += reg + 1e-12 * np.abs(H[:, diag, diag]).max(1, keepdims=True)
-        step = -np.linalg.solve(H, g[..., None])[..., 0]
+        H = np.matmul(XaT32 * h[:, None, :].astype(np.float32), Xa32).astype(np.float64)
+        H[:, diag, diag] += reg + 1e-7 * np.abs(H[:, diag, diag]).max(1, keepdims=True)
+        step = -_spd_solve_stacked(H, g)
         dz = np.matmul(Xa, step[..., None])[..., 0]
-        t = _line_search_stacked(expit, z, y, Cs, r, ((reg * theta) * step).sum(1), ((reg * step) * step).sum(1), dz)
-        t = np.where(active, t, 0.0)
+        t = _line_search_stacked(expit, z, y, Cs, r, ((reg * theta) * step).sum(1), ((reg * step) * step).sum(1), dz,
+                                 active)
         theta += t[:, None] * step
         z += t[:, None] * dz
         n_iter += active
@@ -470,22 +484,36 @@ def _newton_stacked_numpy(X, y, s, C, fit_intercept, max_iter, tol) -> NewtonRes
     return coef, intercept, n_iter, converged, gn, z
 
 
-def _line_search_stacked(expit, z, y, Cs, r, lin, quad, dz, iters: int = 30) -> np.ndarray:
-    """:func:`_line_search_numpy` for every site at once (``[S]`` step lengths; 0 where no descent).
+def _spd_solve_stacked(H: np.ndarray, g: np.ndarray) -> np.ndarray:
+    """``H[i]⁻¹ g[i]`` for SPD ``H[S, m, m]`` (LAPACK ``posv`` per matrix; LU where Cholesky fails)."""
+    from scipy.linalg import lapack
+
+    out = np.empty_like(g)
+    for i in range(H.shape[0]):
+        _, x, info = lapack.dposv(H[i], g[i], lower=1)
+        out[i] = x if info == 0 else np.linalg.solve(H[i], g[i])
+    return out
+
+
+def _line_search_stacked(expit, z, y, Cs, r, lin, quad, dz, active, iters: int = 30) -> np.ndarray:
+    """:func:`_line_search_numpy` for every site at once (``[S]`` step lengths; 0 where no descent or inactive).
 
     ``r = Cs·(σ(z) − y)`` at the current point (already known to the caller).
     """
     d0 = (r * dz).sum(1) + lin
-    done = ~(d0 < 0)
+    done = ~(d0 < 0) | ~active
     t = np.where(done, 0.0, 1.0)
     lo, hi = np.zeros_like(t), np.full_like(t, np.inf)
+    A = Cs * dz                                        # φ'(t) = Σ A(σ − y) + lin + t·quad; φ'' = Σ A·dz·σ(1−σ) + quad
+    base = lin - (A * y).sum(1)
+    B = A * dz
     for _ in range(iters):
         q = expit(z + t[:, None] * dz)
-        d1 = (Cs * (q - y) * dz).sum(1) + lin + t * quad
+        d1 = (A * q).sum(1) + base + t * quad
         done |= np.abs(d1) <= 1e-3 * np.abs(d0)
         if done.all():
             break
-        d2 = (Cs * q * (1 - q) * dz * dz).sum(1) + quad
+        d2 = (B * (q - q * q)).sum(1) + quad
         neg = d1 < 0
         lo, hi = np.where(~done & neg, t, lo), np.where(~done & ~neg, t, hi)
         with np.errstate(divide="ignore", invalid="ignore"):
