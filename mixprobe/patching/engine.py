@@ -46,6 +46,7 @@ import torch
 from mixprobe.errors import (
     ArchitectureMismatchError,
     DataError,
+    ParameterError,
     PatchingError,
     ShapeError,
     SiteError,
@@ -167,6 +168,26 @@ def as_batch(handle: Any, prompts: Any) -> Any:
     enc = tok(list(prompts), return_tensors="pt", padding=True)
     mask = enc["attention_mask"]
     return SimpleBatch(enc["input_ids"], mask, position_ids_from_mask(mask), mask.sum(1))
+
+
+def token_id(handle: Any, token: int | str, vocab_size: int | None = None) -> int:
+    """A token given as a single-token string (looked up in ``handle.tokenizer``) or an id, as an id.
+
+    With ``vocab_size`` an id outside ``[0, vocab_size)`` is refused.
+    """
+    if isinstance(token, str):
+        tok = getattr(handle, "tokenizer", None)
+        if tok is None:
+            raise ParameterError(f"token {token!r} is a string but the model has no tokenizer; pass a token id "
+                                 "or a ModelHandle")
+        vocab = tok.get_vocab()
+        if token not in vocab:
+            raise ParameterError(f"token {token!r} is not in the vocabulary; pass a single-token string or an id")
+        return int(vocab[token])
+    t = int(token)
+    if vocab_size is not None and not 0 <= t < vocab_size:
+        raise ParameterError(f"token id {t} is out of range for a vocabulary of {vocab_size}")
+    return t
 
 
 def model_inputs(model: torch.nn.Module, batch: Any) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:

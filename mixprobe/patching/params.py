@@ -63,7 +63,7 @@ import torch
 from torch import nn
 
 from mixprobe.errors import DataError, ParameterError, PatchingError, ShapeError
-from mixprobe.patching.engine import as_batch, check_compatible, model_inputs
+from mixprobe.patching.engine import as_batch, check_compatible, model_inputs, token_id
 from mixprobe.patching.layerwise import _ATTN_NAMES, _LAYER_PATHS, _MLP_NAMES, _getattr_path, unwrap_model
 from mixprobe.patching.metrics import Metric, evaluate
 from mixprobe.patching.sweep import restoration
@@ -413,13 +413,7 @@ def _token_ids(handle: Any, tokens: Sequence[int | str]) -> list[tuple[str, int]
     tok = getattr(handle, "tokenizer", None)
     for t in tokens:
         if isinstance(t, str):
-            if tok is None:
-                raise ParameterError(f"token {t!r} is a string but the model has no tokenizer; pass token ids or "
-                                     "a ModelHandle")
-            vocab = tok.get_vocab()
-            if t not in vocab:
-                raise ParameterError(f"token {t!r} is not in the vocabulary; pass a single-token string or an id")
-            out.append((t, int(vocab[t])))
+            out.append((t, token_id(handle, t)))
         else:
             name = tok.convert_ids_to_tokens(int(t)) if tok is not None else str(int(t))
             out.append((str(name), int(t)))

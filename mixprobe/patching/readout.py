@@ -51,8 +51,8 @@ from typing import Any
 
 import torch
 
-from mixprobe.errors import DataError, ParameterError, PatchingError, ShapeError
-from mixprobe.patching.engine import as_batch, check_compatible, model_inputs
+from mixprobe.errors import DataError, PatchingError, ShapeError
+from mixprobe.patching.engine import as_batch, check_compatible, model_inputs, token_id
 from mixprobe.patching.layerwise import Arch
 from mixprobe.patching.metrics import Metric, evaluate
 from mixprobe.patching.positions import PositionSpec, label, resolve_mask
@@ -90,22 +90,6 @@ class ReadoutPatchResult:
                 "restoration_projection": num(self.restoration_projection), "ld_target": self.ld_target,
                 "ld_source": self.ld_source, "ld_patched": self.ld_patched, "off_target": self.off_target,
                 "alpha_mean": float(self.alpha.mean()) if self.alpha.numel() else 0.0, **self.info}
-
-
-def _token_id(handle: Any, token: int | str, vocab_size: int) -> int:
-    if isinstance(token, str):
-        tok = getattr(handle, "tokenizer", None)
-        if tok is None:
-            raise ParameterError(f"token {token!r} is a string but the model has no tokenizer; pass a token id "
-                                 "or a ModelHandle")
-        vocab = tok.get_vocab()
-        if token not in vocab:
-            raise ParameterError(f"token {token!r} is not in the vocabulary; pass a single-token string or an id")
-        return int(vocab[token])
-    t = int(token)
-    if not 0 <= t < vocab_size:
-        raise ParameterError(f"token id {t} is out of range for a vocabulary of {vocab_size}")
-    return t
 
 
 def final_hidden(arch: Arch, batch: Any) -> torch.Tensor:
@@ -180,7 +164,7 @@ def readout_patch(
     check_compatible(target, source)
     arch, s_arch = Arch.of(target), Arch.of(source)
     V = int(arch.lm_head.weight.shape[0])
-    a, b = _token_id(target, toward, V), _token_id(target, away, V)
+    a, b = token_id(target, toward, V), token_id(target, away, V)
     if a == b:
         raise DataError(f"toward and away are the same token ({a}); the readout is their logit difference")
     batch = as_batch(target, prompts)

@@ -173,7 +173,8 @@ def fit_probes(
         dt = torch_dtype(dtype)
         dev = torch.device(device) if device else torch.device("cpu")
         names, stacks = _stack(X, checked, dt, dev)
-        yt, swt = torch.as_tensor(y01), torch.as_tensor(sw)
+        yt = torch.as_tensor(y01)
+        swt = None if sample_weight is None else torch.as_tensor(sw)   # unweighted: no per-site weighted copy
         hit = {}
         for ss, Xs in zip(names, stacks):
             res = solve(Xs, yt, swt, C=C, fit_intercept=fit_intercept, max_iter=max_iter, tol=tol)

@@ -149,9 +149,9 @@ class LogisticProbe(_LinearProbe):
         solve = logistic_solver(self.solver)
         dt = torch_dtype(self.dtype)
         dev = torch.device(self.device) if self.device else torch.device("cpu")
-        res = solve(torch.as_tensor(X, dtype=dt, device=dev)[None], torch.as_tensor(y01),
-                    torch.as_tensor(sw), C=float(self.C), fit_intercept=self.fit_intercept,
-                    max_iter=self.max_iter, tol=self.tol)
+        swt = None if sample_weight is None else torch.as_tensor(sw)   # unweighted: no weighted copy of X
+        res = solve(torch.as_tensor(X, dtype=dt, device=dev)[None], torch.as_tensor(y01), swt, C=float(self.C),
+                    fit_intercept=self.fit_intercept, max_iter=self.max_iter, tol=self.tol)
         self._set_solution(res, 0, X.shape[1])
         return self
 

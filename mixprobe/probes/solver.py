@@ -45,6 +45,7 @@ memory ``S·(n·d + d²)``. fp32 is fast and accurate to ~1e-5 on the coefficien
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -70,6 +71,19 @@ def _objective(Xc, y, sw, w, b, C):
     return loss, z
 
 
+def _batch_inputs(X: torch.Tensor, y: torch.Tensor, sample_weight: torch.Tensor | None, C: Any,
+                  tol: float | None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, float]:
+    """Labels and weights as ``[S, n]`` in ``X``'s dtype and device, ``C`` as ``[S]``, the dtype's default ``tol``."""
+    S, n, _ = X.shape
+    dt, dev = X.dtype, X.device
+    y = y.to(dt).to(dev).expand(S, n) if y.ndim == 1 else y.to(dt).to(dev)
+    sw = torch.ones(S, n, dtype=dt, device=dev) if sample_weight is None else sample_weight.to(dt).to(dev).expand(S, n)
+    if tol is None:
+        tol = 1e-8 if dt == torch.float64 else 1e-5
+    Cv = torch.as_tensor(C, dtype=dt, device=dev).reshape(-1).expand(S).clone()
+    return y, sw, Cv, tol
+
+
 def newton_logistic(
     X: torch.Tensor,
     y: torch.Tensor,
@@ -86,11 +100,7 @@ def newton_logistic(
     """
     S, n, d = X.shape
     dt, dev = X.dtype, X.device
-    y = y.to(dt).to(dev).expand(S, n) if y.ndim == 1 else y.to(dt).to(dev)
-    sw = torch.ones(S, n, dtype=dt, device=dev) if sample_weight is None else sample_weight.to(dt).to(dev).expand(S, n)
-    if tol is None:
-        tol = 1e-8 if dt == torch.float64 else 1e-5
-    Cv = torch.as_tensor(C, dtype=dt, device=dev).reshape(-1).expand(S).clone()
+    y, sw, Cv, tol = _batch_inputs(X, y, sample_weight, C, tol)
     sw_sum = sw.sum(1)
     if fit_intercept:
         mu = torch.einsum("sn,snd->sd", sw, X) / sw_sum.unsqueeze(-1)
@@ -232,14 +242,10 @@ def newton_cg_logistic(
     """
     S, n, d = X.shape
     dt, dev = X.dtype, X.device
-    y = y.to(dt).to(dev).expand(S, n) if y.ndim == 1 else y.to(dt).to(dev)
     weighted = sample_weight is not None
-    sw = torch.ones(S, n, dtype=dt, device=dev) if sample_weight is None else sample_weight.to(dt).to(dev).expand(S, n)
-    if tol is None:
-        tol = 1e-8 if dt == torch.float64 else 1e-5
+    y, sw, Cv, tol = _batch_inputs(X, y, sample_weight, C, tol)
     if max_cg is None:
         max_cg = 2 * (d + 1)
-    Cv = torch.as_tensor(C, dtype=dt, device=dev).reshape(-1).expand(S).clone()
     per_site = n * d * X.element_size()
     if chunk_bytes is None:          # CPU: site by site (numpy path); GPU: every site in one batch
         k = 1 if dev.type == "cpu" else S
