@@ -74,8 +74,10 @@ def test_peak_rss_flat_when_prompts_grow_10x(ckpt, tmp_path):
     p = {f"{mode}_{size}": _peak(script, ckpt, tmp_path, n, mode)
          for mode in ("store", "mem") for size, n in (("small", 200), ("big", 2000))}
     print(p)
-    # 2000 prompts x 4 sites x 6 tokens x 256 floats = ~49 MB of activations; the store must not hold them
-    assert p["store_big"] - p["store_small"] < 8, p
+    # 2000 prompts x 4 sites x 6 tokens x 256 floats = ~49 MB of activations; the store must not hold them.
+    # One child's peak varies by up to ~11 MB between identical runs (allocator), so the bound is 20 MB: well
+    # under the 49 MB a store that kept the activations would add.
+    assert p["store_big"] - p["store_small"] < 20, p
     from mixprobe.capture.store import ActivationStore
 
     st = ActivationStore(tmp_path / "s2000")
