@@ -244,6 +244,7 @@ def main() -> None:
                     help="CPU threads for both sides (torch and the BLAS under numpy/scipy); default 1: on a shared "
                          "2-core machine scikit-learn with 2 BLAS threads ran ~30x slower than with one (measured)")
     ap.add_argument("--no-organism", action="store_true", help="skip the tag-mixture organism configurations")
+    ap.add_argument("--no-synthetic", action="store_true", help="skip the synthetic configurations")
     ap.add_argument("--organism-cache", default=None,
                     help="where trained organisms are kept (default: mixprobe's cache; trained when missing)")
     ap.add_argument("--out", default=str(RESULTS))
@@ -252,6 +253,8 @@ def main() -> None:
     torch.set_num_threads(threads)
     threadpool_limits(threads)
     configs = QUICK if args.quick else {k: CONFIGS[k] for k in (args.configs or CONFIGS)}
+    if args.no_synthetic and not args.quick:
+        configs = {}
     results = {}
     for name, spec in configs.items():
         results[name] = run_config(name, *synthetic(spec), args.C, args.repeats, tighter=spec[4])

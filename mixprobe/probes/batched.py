@@ -36,7 +36,7 @@ from sklearn.base import clone
 from mixprobe.errors import DataError, ShapeError
 from mixprobe.probes.estimators import LATProbe, LogisticProbe, MassMeanProbe, logistic_solver, torch_dtype
 from mixprobe.probes.validation import (as_float_array, check_features, check_labels, check_sample_weight,
-                                        to_numpy)
+                                        check_stacked_features, to_numpy)
 
 ESTIMATORS = {"logistic": LogisticProbe, "mass_mean": MassMeanProbe, "lat": LATProbe}
 
@@ -125,6 +125,12 @@ def _stack(X: Any, checked: dict[str, np.ndarray], dtype: torch.dtype,
     return names, stacks
 
 
+def _solution_arrays(res: Any) -> tuple[np.ndarray, ...]:
+    """``(coef [S, d] float64, intercept [S], n_iter [S], converged [S])`` of a solver result, in numpy."""
+    return (res.coef.detach().cpu().double().numpy(), res.intercept.detach().cpu().double().numpy(),
+            res.n_iter.cpu().numpy(), res.converged.cpu().numpy())
+
+
 def fit_probes(
     X: Any,
     y: Any,
@@ -157,7 +163,10 @@ def fit_probes(
     feats = as_site_dict(X, sites)
     batched = isinstance(estimator, str) and estimator == "logistic"
     # the batched solver converts to its own dtype: validate in the input's float dtype, without a float64 copy
-    checked = {s: check_features(x, site=s, keep_dtype=batched) for s, x in feats.items()}
+    if batched and isinstance(X, np.ndarray) and X.dtype in (np.float32, np.float64):
+        checked = check_stacked_features(X, list(feats))         # one vectorised pass over every site
+    else:
+        checked = {s: check_features(x, site=s, keep_dtype=batched) for s, x in feats.items()}
     n = next(iter(checked.values())).shape[0]
     for s, x in checked.items():
         if x.shape[0] != n:
@@ -183,12 +192,13 @@ def fit_probes(
             if z is None:
                 z = torch.baddbmm(res.intercept[:, None, None].to(Xs.dtype), Xs,
                                   res.coef.to(Xs.dtype).unsqueeze(-1)).squeeze(-1)
-            correct = ((z > 0).cpu().numpy() == (y01 > 0.5)).mean(1)
+            correct = ((z.cpu().numpy() > 0) == (y01 > 0.5)).mean(1)
+            sol = _solution_arrays(res)                     # every site's solution moved to numpy at once
             for i, s in enumerate(ss):
                 p = LogisticProbe(C=C, fit_intercept=fit_intercept, max_iter=max_iter, tol=tol, dtype=dtype,
                                   device=device, solver=solver)
                 p.classes_ = classes
-                p._set_solution(res, i, Xs.shape[-1])
+                p._set_fitted(*(a[i] for a in sol))
                 probes[s] = p
                 hit[s] = float(correct[i])
             del Xs

@@ -156,11 +156,16 @@ class LogisticProbe(_LinearProbe):
         return self
 
     def _set_solution(self, res: Any, i: int, d: int) -> None:
-        self.coef_ = res.coef[i].detach().cpu().double().numpy().reshape(1, d)
-        self.intercept_ = np.array([float(res.intercept[i])])
-        self.n_iter_ = int(res.n_iter[i])
-        self.converged_ = bool(res.converged[i])
-        self.n_features_in_ = d
+        self._set_fitted(res.coef[i].detach().cpu().double().numpy(), float(res.intercept[i]), int(res.n_iter[i]),
+                         bool(res.converged[i]))
+
+    def _set_fitted(self, coef: np.ndarray, intercept: float, n_iter: int, converged: bool) -> None:
+        """The fitted attributes from one site's solution (``coef [d]`` float64)."""
+        self.coef_ = np.array(coef, dtype=np.float64).reshape(1, -1)
+        self.intercept_ = np.array([float(intercept)])
+        self.n_iter_ = int(n_iter)
+        self.converged_ = bool(converged)
+        self.n_features_in_ = self.coef_.shape[1]
 
 
 def _stratified_split(y01: np.ndarray, fraction: float, seed: int | None) -> tuple[np.ndarray, np.ndarray]:

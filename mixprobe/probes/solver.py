@@ -242,6 +242,11 @@ def newton_cg_logistic(
     """
     S, n, d = X.shape
     dt, dev = X.dtype, X.device
+    if preconditioner not in ("exact", "nystrom"):
+        raise ValueError(f"unknown preconditioner {preconditioner!r}; choose 'nystrom' or 'exact'")
+    numpy_ok = dev.type == "cpu" and dt in (torch.float32, torch.float64)
+    if numpy_ok and chunk_bytes is None and n * (d + 1) ** 2 <= _STACKED_MAX_FLOPS:
+        return _stacked(X, y, sample_weight, C, fit_intercept, max_iter, tol)
     weighted = sample_weight is not None
     y, sw, Cv, tol = _batch_inputs(X, y, sample_weight, C, tol)
     if max_cg is None:
@@ -251,14 +256,6 @@ def newton_cg_logistic(
         k = 1 if dev.type == "cpu" else S
     else:
         k = S if chunk_bytes <= 0 else max(1, min(S, chunk_bytes // max(1, per_site)))
-    if preconditioner not in ("exact", "nystrom"):
-        raise ValueError(f"unknown preconditioner {preconditioner!r}; choose 'nystrom' or 'exact'")
-    numpy_ok = dev.type == "cpu" and dt in (torch.float32, torch.float64)
-    if numpy_ok and chunk_bytes is None and n * (d + 1) ** 2 <= _STACKED_MAX_FLOPS:
-        res = _newton_stacked_numpy(X.detach().numpy(), y.numpy(), sw.numpy(), Cv.numpy(), fit_intercept, max_iter,
-                                    float(tol))
-        coef, intercept, n_it, conv, gn, z = (torch.from_numpy(np.ascontiguousarray(a)) for a in res)
-        return NewtonResult(coef.to(dt), intercept.to(dt), n_it, conv, gn.to(dt), z.to(dt))
     if k == 1 and numpy_ok:
         parts = _newton_cg_sites_numpy(X, y, sw, Cv, weighted, fit_intercept, max_iter, float(tol), max_cg,
                                        _blas_controller(), preconditioner, int(rank))
@@ -426,7 +423,25 @@ _CONTROLLER: list = []
 _STACKED_MAX_FLOPS = 500_000
 
 
-def _newton_stacked_numpy(X, y, s, C, fit_intercept, max_iter, tol) -> NewtonResult:
+def _stacked(X, y, sample_weight, C, fit_intercept, max_iter, tol) -> NewtonResult:
+    """:func:`_newton_stacked_numpy` on CPU tensors: inputs prepared in numpy (float64), results back as tensors."""
+    S, n, _ = X.shape
+    dt = X.dtype
+
+    def arr(a):
+        return np.asarray(a.detach().numpy() if isinstance(a, torch.Tensor) else a, dtype=np.float64)
+
+    yn = np.broadcast_to(arr(y), (S, n))
+    sn = np.ones((S, n)) if sample_weight is None else np.broadcast_to(arr(sample_weight), (S, n))
+    Cn = np.broadcast_to(arr(C).reshape(-1), (S,))
+    if tol is None:
+        tol = 1e-8 if dt == torch.float64 else 1e-5
+    res = _newton_stacked_numpy(X.detach().numpy(), yn, sn, Cn, fit_intercept, max_iter, float(tol))
+    coef, intercept, n_it, conv, gn, z = (torch.from_numpy(a) for a in res)
+    return NewtonResult(coef.to(dt), intercept.to(dt), n_it, conv, gn.to(dt), z.to(dt))
+
+
+def _newton_stacked_numpy(X, y, s, C, fit_intercept, max_iter, tol) -> tuple[np.ndarray, ...]:
     """Newton on every site at once with stacked numpy ops (small problems only).
 
     For a few hundred rows × a few dozen features the cost of a solve is the number of array operations, not
@@ -463,7 +478,6 @@ def _newton_stacked_numpy(X, y, s, C, fit_intercept, max_iter, tol) -> NewtonRes
     converged = np.zeros(S, dtype=bool)
     n_iter = np.zeros(S, dtype=np.int64)
     gn = np.full(S, np.inf)
-    diag = np.arange(m)
     for _ in range(max_iter):
         p = expit(z)
         r = Cs * (p - y)
@@ -476,8 +490,9 @@ def _newton_stacked_numpy(X, y, s, C, fit_intercept, max_iter, tol) -> NewtonRes
             break
         h = Cs * p * (1 - p)
         H = np.matmul(XaT32 * h[:, None, :].astype(np.float32), Xa32).astype(np.float64)
-        H[:, diag, diag] += reg + 1e-7 * np.abs(H[:, diag, diag]).max(1, keepdims=True)
-        step = -_spd_solve_stacked(H, g)
+        Hd = H.reshape(S, m * m)[:, ::m + 1]           # the diagonals, as a writable view
+        Hd += reg + 1e-7 * np.abs(Hd).max(1, keepdims=True)
+        step = -_spd_solve_stacked(H, g, active)
         dz = np.matmul(Xa, step[..., None])[..., 0]
         t = _line_search_stacked(expit, z, y, Cs, r, ((reg * theta) * step).sum(1), ((reg * step) * step).sum(1), dz,
                                  active)
@@ -485,17 +500,20 @@ def _newton_stacked_numpy(X, y, s, C, fit_intercept, max_iter, tol) -> NewtonRes
         z += t[:, None] * dz
         n_iter += active
         active &= t > 0              # no descent left at working precision: the optimum is reached numerically
-    coef = theta[:, :d]
+    coef = np.ascontiguousarray(theta[:, :d])
     intercept = theta[:, d] - (coef * mu).sum(1) if fit_intercept else np.zeros(S)
     return coef, intercept, n_iter, converged, gn, z
 
 
-def _spd_solve_stacked(H: np.ndarray, g: np.ndarray) -> np.ndarray:
-    """``H[i]⁻¹ g[i]`` for SPD ``H[S, m, m]`` (LAPACK ``posv`` per matrix; LU where Cholesky fails)."""
+def _spd_solve_stacked(H: np.ndarray, g: np.ndarray, active: np.ndarray | None = None) -> np.ndarray:
+    """``H[i]⁻¹ g[i]`` for SPD ``H[S, m, m]`` (LAPACK ``posv`` per matrix; LU where Cholesky fails).
+
+    Only the sites where ``active`` holds are solved (the others get a zero step).
+    """
     from scipy.linalg import lapack
 
-    out = np.empty_like(g)
-    for i in range(H.shape[0]):
+    out = np.zeros_like(g)
+    for i in range(H.shape[0]) if active is None else np.flatnonzero(active):
         _, x, info = lapack.dposv(H[i], g[i], lower=1)
         out[i] = x if info == 0 else np.linalg.solve(H[i], g[i])
     return out
@@ -504,7 +522,8 @@ def _spd_solve_stacked(H: np.ndarray, g: np.ndarray) -> np.ndarray:
 def _line_search_stacked(expit, z, y, Cs, r, lin, quad, dz, active, iters: int = 30) -> np.ndarray:
     """:func:`_line_search_numpy` for every site at once (``[S]`` step lengths; 0 where no descent or inactive).
 
-    ``r = Cs·(σ(z) − y)`` at the current point (already known to the caller).
+    ``r = Cs·(σ(z) − y)`` at the current point (already known to the caller). Each trial is a handful of
+    ``[S, n]`` operations, so the loop is written for few of them (the cost at these sizes is per operation).
     """
     d0 = (r * dz).sum(1) + lin
     done = ~(d0 < 0) | ~active
@@ -513,19 +532,23 @@ def _line_search_stacked(expit, z, y, Cs, r, lin, quad, dz, active, iters: int =
     A = Cs * dz                                        # φ'(t) = Σ A(σ − y) + lin + t·quad; φ'' = Σ A·dz·σ(1−σ) + quad
     base = lin - (A * y).sum(1)
     B = A * dz
-    for _ in range(iters):
-        q = expit(z + t[:, None] * dz)
-        d1 = (A * q).sum(1) + base + t * quad
-        done |= np.abs(d1) <= 1e-3 * np.abs(d0)
-        if done.all():
-            break
-        d2 = (B * (q - q * q)).sum(1) + quad
-        neg = d1 < 0
-        lo, hi = np.where(~done & neg, t, lo), np.where(~done & ~neg, t, hi)
-        with np.errstate(divide="ignore", invalid="ignore"):
-            tn = np.where(d2 > 0, t - d1 / d2, np.nan)
-        ok = (lo < tn) & (tn < hi)
-        t = np.where(done, t, np.where(ok, tn, np.where(np.isinf(hi), 2 * lo, 0.5 * (lo + hi))))
+    thr = 1e-3 * np.abs(d0)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        for _ in range(iters):
+            q = expit(z + t[:, None] * dz)
+            d1 = (A * q).sum(1) + (base + t * quad)
+            done |= np.abs(d1) <= thr
+            if done.all():
+                break
+            d2 = (B * (q - q * q)).sum(1) + quad
+            neg = d1 < 0
+            lo = np.where(neg, t, lo)                  # sites already done keep their t (below), whatever lo/hi say
+            hi = np.where(neg, hi, t)
+            tn = t - d1 / d2                           # d2 = 0 gives ±inf/NaN: rejected by the bracket test
+            inside = (tn > lo) & (tn < hi)
+            if not inside.all():                       # safeguard: double (no bracket yet) or bisect
+                tn = np.where(inside, tn, np.where(np.isinf(hi), 2 * lo, 0.5 * (lo + hi)))
+            t = np.where(done, t, tn)
     return t
 
 

@@ -399,6 +399,32 @@ def test_check_features_keep_dtype_one_pass():
     assert check_features(C, keep_dtype=True) is C                    # one column varies: not constant
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_stacked_array_checked_in_one_pass_names_the_site(dtype):
+    """A stacked ``[S, n, d]`` array is validated for all sites at once: same named errors, the failing site named."""
+    from mixprobe.probes.validation import check_stacked_features
+    rng = np.random.default_rng(1)
+    X = rng.normal(size=(4, 40, 6)).astype(dtype)
+    y = np.arange(40) % 2
+    out = check_stacked_features(X, ["a", "b", "c", "d"])
+    assert list(out) == ["a", "b", "c", "d"] and all(np.shares_memory(v, X) for v in out.values())
+    for bad, err, match in ((np.nan, NonFiniteError, "site 'c' contain 1 NaN/inf"),
+                            (np.inf, NonFiniteError, "site 'c' contain 1 NaN/inf"),
+                            (-np.inf, NonFiniteError, "site 'c' contain 1 NaN/inf")):
+        Z = X.copy()
+        Z[2, 5, 3] = bad
+        with pytest.raises(err, match=match):
+            fit_probes(Z, y, sites=["a", "b", "c", "d"])
+    Z = X.copy()
+    Z[3] = 2.5                                                        # a dead site
+    with pytest.raises(ZeroVarianceError, match="site 'd'"):
+        fit_probes(Z, y, sites=["a", "b", "c", "d"])
+    Z[3, :, 1] = np.linspace(0, 1, 40)                                # one varying column: fine
+    assert len(fit_probes(Z, y)) == 4
+    with pytest.raises(EmptyDataError):
+        fit_probes(np.zeros((2, 40, 0), dtype=dtype), y)
+
+
 def test_probe_score_matches_sklearn_accuracy():
     """``score`` is scikit-learn's (weighted) mean accuracy; a label count that does not match the rows is named."""
     from sklearn.metrics import accuracy_score
