@@ -145,32 +145,24 @@ def synthetic(spec: tuple) -> tuple[tuple, dict]:
 def organism(seed: int, standardized: bool, cache_dir: str | None) -> tuple[tuple, dict]:
     """The workload of ``probe_layer_sweep`` on the tag-mixture organism (last SFT checkpoint of ``seed``).
 
-    Answer-position activations with each component forced, every default site, labels = component; the
-    prompt-level split of the study (a prompt's rows never straddle it). Trains the organism when it is not in
-    the cache (a few minutes on CPU).
+    :func:`mixprobe.mixture.studies.expressed_split`: answer-position activations with each component forced, every
+    default site, labels = component, the study's prompt-level split (split seed 0), z-scored or raw. Trains the
+    organism when it is not in the cache (a few minutes on CPU).
     """
-    from mixprobe.mixture.gate import expressed_dataset
-    from mixprobe.mixture.studies import _prompt_split, default_sites
+    from mixprobe.mixture.studies import expressed_split
     from mixprobe.train.pipeline import load_checkpoint, organism_of
     from mixprobe.train.zoo import trained_organism
 
     series = trained_organism(seed=seed, cache_dir=cache_dir, progress=False)
-    org = organism_of(series)
     model, tok = load_checkpoint(series.path(series.last("sft").name))
-    data = expressed_dataset(model, tok, org, sites=default_sites(model.config.num_hidden_layers))
-    n_prompts = len(org.prompt_set())
-    tr_p, _ = _prompt_split(n_prompts, 0)
-    y = data.labels.numpy()
-    is_tr = np.isin(np.arange(y.size) % n_prompts, tr_p)
-    tr, te = np.flatnonzero(is_tr), np.flatnonzero(~is_tr)
-    X = np.stack([data.features[s].numpy() for s in data.sites]).astype(np.float32)
-    if standardized:
-        X = standardize(X, tr)
-    meta = {"shape": {"n_sites": X.shape[0], "n_rows": y.size, "n_train": int(tr.size), "n_test": int(te.size),
-                      "d": X.shape[2]}, "sites": data.sites,
+    sp = expressed_split(model, tok, organism_of(series), standardize=standardized, seed=0)
+    data = sp.stacked(np.float32)
+    S, n_tr, d = data[0].shape
+    meta = {"shape": {"n_sites": S, "n_rows": n_tr + data[2].shape[1], "n_train": n_tr, "n_test": data[2].shape[1],
+                      "d": d}, "sites": sp.sites,
             "features": (f"tag-mixture organism seed {seed}, last SFT checkpoint, answer position, "
                          + ("standardized" if standardized else "raw"))}
-    return split(X, y, tr, te), meta
+    return data, meta
 
 
 def run_config(name: str, data: tuple, meta: dict, C: float, repeats: int, tighter: bool = False,

@@ -71,14 +71,56 @@ class ProbeSweep:
         return {"sites": self.sites, "accuracy": self.accuracy}
 
 
+@dataclass
+class ExpressedSplit:
+    """Answer-position features per site, split by prompt: ``train[site]`` ``[n_train, d]``, ``test[site]``."""
+
+    sites: list[str]
+    train: dict[str, np.ndarray]
+    y_train: np.ndarray
+    test: dict[str, np.ndarray]
+    y_test: np.ndarray
+
+    def stacked(self, dtype=np.float32) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """``(X_train [S, n_train, d], y_train, X_test [S, n_test, d], y_test)`` (every site must share ``d``)."""
+        return (np.stack([self.train[s] for s in self.sites]).astype(dtype), self.y_train,
+                np.stack([self.test[s] for s in self.sites]).astype(dtype), self.y_test)
+
+
+def expressed_split(model, tokenizer, organism, *, sites: list[str] | None = None, standardize: bool = True,
+                    seed: int = 0) -> ExpressedSplit:
+    """The probe workload of :func:`probe_layer_sweep` on one checkpoint: which component is being expressed.
+
+    Answer-position activations with each component forced (:func:`~mixprobe.mixture.gate.expressed_dataset`),
+    labels = component index, split by prompt (half of the prompts train, chosen by ``seed``; a prompt's rows
+    never straddle the split). ``standardize``: per-site, per-feature z-score with the training rows' statistics
+    (float64; ``+1e-6`` on the standard deviation), so one ``C`` suits every site.
+    """
+    from mixprobe.mixture.gate import expressed_dataset
+
+    used = sites or default_sites(model.config.num_hidden_layers)
+    data = expressed_dataset(model, tokenizer, organism, sites=used)
+    n_prompts = len(organism.prompt_set())
+    train_p, _ = _prompt_split(n_prompts, seed)
+    tr = np.isin(np.arange(len(data.labels)) % n_prompts, train_p)
+    y = data.labels.numpy()
+    train, test = {}, {}
+    for s in data.sites:
+        X = data.features[s].numpy().astype(np.float64)
+        if standardize:  # sites differ in scale
+            X = (X - X[tr].mean(0)) / (X[tr].std(0) + 1e-6)
+        train[s], test[s] = X[tr], X[~tr]
+    return ExpressedSplit(list(data.sites), train, y[tr], test, y[~tr])
+
+
 def probe_layer_sweep(series, *, checkpoints: list[str] | None = None, sites: list[str] | None = None,
                       C: float = 100.0, standardize: bool = True, seed: int = 0) -> ProbeSweep:
     """Which component is being expressed, read from the answer position: held-out accuracy per site.
 
     Features are z-scored per site with the training rows' statistics (``standardize``), so one ``C`` suits
-    every site; ``C=100`` is weak regularisation for ~100 training rows of width ``d_model``.
+    every site; ``C=100`` is weak regularisation for ~100 training rows of width ``d_model``. The data and the
+    split are :func:`expressed_split`'s.
     """
-    from mixprobe.mixture.gate import expressed_dataset
     from mixprobe.probes import fit_probes
     from mixprobe.train.pipeline import load_checkpoint, organism_of
 
@@ -86,24 +128,12 @@ def probe_layer_sweep(series, *, checkpoints: list[str] | None = None, sites: li
     names = _checkpoints(series, checkpoints)
     acc: dict[str, dict[str, float]] = {}
     used_sites: list[str] = []
-    n_prompts = len(organism.prompt_set())
-    train_p, _ = _prompt_split(n_prompts, seed)
     for name in names:
         model, tok = load_checkpoint(series.path(name))
-        used_sites = sites or default_sites(model.config.num_hidden_layers)
-        data = expressed_dataset(model, tok, organism, sites=used_sites)
-        prompt_idx = np.arange(len(data.labels)) % n_prompts
-        tr = np.isin(prompt_idx, train_p)
-        y = data.labels.numpy()
-        feats = {}
-        for s in data.sites:
-            X = data.features[s].numpy().astype(np.float64)
-            if standardize:  # per-feature z-score with the training rows' statistics (sites differ in scale)
-                X = (X - X[tr].mean(0)) / (X[tr].std(0) + 1e-6)
-            feats[s] = X
-        fits = fit_probes({s: X[tr] for s, X in feats.items()}, y[tr], C=C, dtype="float64")   # every site at once
-        acc[name] = {s: float(fits[s].score(X[~tr], y[~tr])) for s, X in feats.items()}
-        used_sites = data.sites
+        sp = expressed_split(model, tok, organism, sites=sites, standardize=standardize, seed=seed)
+        fits = fit_probes(sp.train, sp.y_train, C=C, dtype="float64")   # every site at once
+        acc[name] = {s: float(fits[s].score(sp.test[s], sp.y_test)) for s in sp.sites}
+        used_sites = sp.sites
     return ProbeSweep(used_sites, acc)
 
 

@@ -436,9 +436,12 @@ def _stacked(X, y, sample_weight, C, fit_intercept, max_iter, tol) -> NewtonResu
     Cn = np.broadcast_to(arr(C).reshape(-1), (S,))
     if tol is None:
         tol = 1e-8 if dt == torch.float64 else 1e-5
-    res = _newton_stacked_numpy(X.detach().numpy(), yn, sn, Cn, fit_intercept, max_iter, float(tol))
-    coef, intercept, n_it, conv, gn, z = (torch.from_numpy(a) for a in res)
-    return NewtonResult(coef.to(dt), intercept.to(dt), n_it, conv, gn.to(dt), z.to(dt))
+    coef, intercept, n_it, conv, gn, z = _newton_stacked_numpy(X.detach().numpy(), yn, sn, Cn, fit_intercept,
+                                                               max_iter, float(tol))
+    nd = np.float32 if dt == torch.float32 else np.float64        # numpy casts: ~10x cheaper than Tensor.to here
+    return NewtonResult(*(torch.from_numpy(a.astype(nd, copy=False)) for a in (coef, intercept)),
+                        torch.from_numpy(n_it), torch.from_numpy(conv),
+                        *(torch.from_numpy(a.astype(nd, copy=False)) for a in (gn, z)))
 
 
 def _newton_stacked_numpy(X, y, s, C, fit_intercept, max_iter, tol) -> tuple[np.ndarray, ...]:
@@ -447,8 +450,8 @@ def _newton_stacked_numpy(X, y, s, C, fit_intercept, max_iter, tol) -> tuple[np.
     For a few hundred rows × a few dozen features the cost of a solve is the number of array operations, not
     their flops: here every operation covers all sites (``[S, n, d+1]`` products, a stacked ``[S, d+1, d+1]``
     solve per iteration), so a sweep costs about what one site does. Same objective and stopping rule as
-    :func:`newton_logistic`; the step length is the exact line search of :func:`_line_search_numpy`, vectorised.
-    Gradient, line search and iterate are float64; the Hessian, which only shapes the step, is formed in float32
+    :func:`newton_logistic`; the step length is the line search of :func:`_line_search_numpy`, vectorised
+    (:func:`_line_search_stacked`). Gradient, line search and iterate are float64; the Hessian, which only shapes the step, is formed in float32
     (half the cost of the largest product; the float64 gradient still decides convergence).
     """
     from scipy.special import expit
@@ -524,6 +527,9 @@ def _line_search_stacked(expit, z, y, Cs, r, lin, quad, dz, active, iters: int =
 
     ``r = Cs·(σ(z) − y)`` at the current point (already known to the caller). Each trial is a handful of
     ``[S, n]`` operations, so the loop is written for few of them (the cost at these sizes is per operation).
+    Stops at ``|φ'(t)| ≤ 1e-2·|φ'(0)|`` (looser than the ``1e-3`` of the Newton-CG paths: with exact Newton steps
+    it saved 10–25 % of the trials and no Newton iteration on the organism's sweeps and small synthetic ones,
+    measured; the gradient test, not the line search, decides convergence).
     """
     d0 = (r * dz).sum(1) + lin
     done = ~(d0 < 0) | ~active
@@ -532,7 +538,7 @@ def _line_search_stacked(expit, z, y, Cs, r, lin, quad, dz, active, iters: int =
     A = Cs * dz                                        # φ'(t) = Σ A(σ − y) + lin + t·quad; φ'' = Σ A·dz·σ(1−σ) + quad
     base = lin - (A * y).sum(1)
     B = A * dz
-    thr = 1e-3 * np.abs(d0)
+    thr = 1e-2 * np.abs(d0)
     with np.errstate(divide="ignore", invalid="ignore"):
         for _ in range(iters):
             q = expit(z + t[:, None] * dz)
