@@ -451,8 +451,9 @@ def _newton_stacked_numpy(X, y, s, C, fit_intercept, max_iter, tol) -> tuple[np.
     their flops: here every operation covers all sites (``[S, n, d+1]`` products, a stacked ``[S, d+1, d+1]``
     solve per iteration), so a sweep costs about what one site does. Same objective and stopping rule as
     :func:`newton_logistic`; the step length is the line search of :func:`_line_search_numpy`, vectorised
-    (:func:`_line_search_stacked`). Gradient, line search and iterate are float64; the Hessian, which only shapes the step, is formed in float32
-    (half the cost of the largest product; the float64 gradient still decides convergence).
+    (:func:`_line_search_stacked`). Gradient, line search and iterate are float64; the Hessian, which only shapes
+    the step, is formed in float32 (half the cost of the largest product; the float64 gradient still decides
+    convergence).
     """
     from scipy.special import expit
 
