@@ -125,12 +125,6 @@ def _stack(X: Any, checked: dict[str, np.ndarray], dtype: torch.dtype,
     return names, stacks
 
 
-def _solution_arrays(res: Any) -> tuple[np.ndarray, ...]:
-    """``(coef [S, d] float64, intercept [S], n_iter [S], converged [S])`` of a solver result, in numpy."""
-    return (res.coef.detach().cpu().double().numpy(), res.intercept.detach().cpu().double().numpy(),
-            res.n_iter.cpu().numpy(), res.converged.cpu().numpy())
-
-
 def fit_probes(
     X: Any,
     y: Any,
@@ -193,7 +187,7 @@ def fit_probes(
                 z = torch.baddbmm(res.intercept[:, None, None].to(Xs.dtype), Xs,
                                   res.coef.to(Xs.dtype).unsqueeze(-1)).squeeze(-1)
             correct = ((z.cpu().numpy() > 0) == (y01 > 0.5)).mean(1)
-            sol = _solution_arrays(res)                     # every site's solution moved to numpy at once
+            sol = res.numpy()                               # every site's solution moved to numpy at once
             for i, s in enumerate(ss):
                 p = LogisticProbe(C=C, fit_intercept=fit_intercept, max_iter=max_iter, tol=tol, dtype=dtype,
                                   device=device, solver=solver)

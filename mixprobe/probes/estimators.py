@@ -152,12 +152,8 @@ class LogisticProbe(_LinearProbe):
         swt = None if sample_weight is None else torch.as_tensor(sw)   # unweighted: no weighted copy of X
         res = solve(torch.as_tensor(X, dtype=dt, device=dev)[None], torch.as_tensor(y01), swt, C=float(self.C),
                     fit_intercept=self.fit_intercept, max_iter=self.max_iter, tol=self.tol)
-        self._set_solution(res, 0, X.shape[1])
+        self._set_fitted(*(a[0] for a in res.numpy()))
         return self
-
-    def _set_solution(self, res: Any, i: int, d: int) -> None:
-        self._set_fitted(res.coef[i].detach().cpu().double().numpy(), float(res.intercept[i]), int(res.n_iter[i]),
-                         bool(res.converged[i]))
 
     def _set_fitted(self, coef: np.ndarray, intercept: float, n_iter: int, converged: bool) -> None:
         """The fitted attributes from one site's solution (``coef [d]`` float64)."""

@@ -64,6 +64,11 @@ class NewtonResult:
     grad_norm: torch.Tensor   # [S] final max|g| / (C·Σ s)
     margin: torch.Tensor | None = None  # [S, n] final z_i = wᵀx_i + b on the training rows (Newton-CG only)
 
+    def numpy(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """``(coef [S, d], intercept [S])`` as float64 and ``(n_iter [S], converged [S])``, all numpy on the CPU."""
+        return (self.coef.detach().cpu().double().numpy(), self.intercept.detach().cpu().double().numpy(),
+                self.n_iter.cpu().numpy(), self.converged.cpu().numpy())
+
 
 def _objective(Xc, y, sw, w, b, C):
     z = torch.bmm(Xc, w.unsqueeze(-1)).squeeze(-1) + b.unsqueeze(-1)
