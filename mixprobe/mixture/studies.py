@@ -83,6 +83,10 @@ class ExpressedSplit:
 
     def stacked(self, dtype=np.float32) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         """``(X_train [S, n_train, d], y_train, X_test [S, n_test, d], y_test)`` (every site must share ``d``)."""
+        widths = {s: self.train[s].shape[1] for s in self.sites}
+        if len(set(widths.values())) > 1:
+            raise DataError(f"sites of different widths cannot be stacked: {widths}; use .train/.test per site, or "
+                            "pick sites of one width")
         return (np.stack([self.train[s] for s in self.sites]).astype(dtype), self.y_train,
                 np.stack([self.test[s] for s in self.sites]).astype(dtype), self.y_test)
 

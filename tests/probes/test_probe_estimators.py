@@ -459,3 +459,15 @@ def test_stacked_small_path_soft_labels_and_per_site_C():
     # the margins handed back are the final z = Xw + b on the training rows
     z = torch.einsum("snd,sd->sn", X, res.coef) + res.intercept[:, None]
     assert float((z - res.margin).abs().max()) <= 1e-6 * float(z.abs().max())
+
+
+def test_expressed_split_stacked_refuses_mixed_widths():
+    from mixprobe.mixture.studies import ExpressedSplit
+    sp = ExpressedSplit(["a", "b"], {"a": np.zeros((3, 4)), "b": np.ones((3, 5))}, np.zeros(3),
+                        {"a": np.zeros((2, 4)), "b": np.ones((2, 5))}, np.zeros(2))
+    with pytest.raises(DataError, match="different widths.*'a': 4, 'b': 5"):
+        sp.stacked()
+    same = ExpressedSplit(["a", "b"], {"a": np.zeros((3, 4)), "b": np.ones((3, 4))}, np.arange(3),
+                          {"a": np.zeros((2, 4)), "b": np.ones((2, 4))}, np.arange(2))
+    Xtr, ytr, Xte, yte = same.stacked()
+    assert Xtr.shape == (2, 3, 4) and Xtr.dtype == np.float32 and Xte[1].sum() == 8 and list(yte) == [0, 1]
