@@ -86,3 +86,11 @@ class OneClassError(DataError):
 
 class ZeroVarianceError(DataError):
     """Every feature is constant across the rows (no direction can separate anything)."""
+
+
+class TokenizerMismatchError(CheckpointError):
+    """The tokenizer transformers loads from a folder does not encode text the way the folder's tokenizer.json does."""
+
+
+class TrainingFailedError(MixprobeError):
+    """Training finished but the model did not learn what the next stage needs (e.g. SFT before RL)."""

@@ -18,25 +18,29 @@ Constraints: the temp file lives next to the target, so the rename never crosses
 from __future__ import annotations
 
 import json
+import logging
 import os
 import shutil
 import tempfile
 from pathlib import Path
+from typing import Any
 
-from mixprobe.errors import CheckpointError, UnsafeWeightsError
+from mixprobe.errors import CheckpointError, TokenizerMismatchError, UnsafeWeightsError
+
+log = logging.getLogger(__name__)
 
 PICKLE_WEIGHTS = ("pytorch_model.bin", "pytorch_model.bin.index.json", "adapter_model.bin", "model.pt",
                   "model.pth", "tf_model.h5", "flax_model.msgpack")
 
 
-def atomic_write_json(path: str | os.PathLike, obj: object) -> None:
-    """Write JSON to ``path`` atomically (temp file in the same folder, fsync, rename)."""
+def atomic_write_text(path: str | os.PathLike, text: str) -> None:
+    """Write ``text`` to ``path`` atomically (temp file in the same folder, fsync, rename)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "w") as f:
-            json.dump(obj, f, indent=2)
+            f.write(text)
             f.flush()
             os.fsync(f.fileno())
         umask = os.umask(0)
@@ -47,6 +51,11 @@ def atomic_write_json(path: str | os.PathLike, obj: object) -> None:
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
+
+
+def atomic_write_json(path: str | os.PathLike, obj: object) -> None:
+    """Write JSON to ``path`` atomically (temp file in the same folder, fsync, rename)."""
+    atomic_write_text(path, json.dumps(obj, indent=2))
 
 
 def check_weights_dir(path: str | os.PathLike) -> Path:
@@ -88,3 +97,79 @@ def prepare_output_dir(path: str | os.PathLike, *, overwrite: bool = False) -> P
         shutil.rmtree(p)
     p.mkdir(parents=True, exist_ok=True)
     return p
+
+
+# --- tokenizers ---------------------------------------------------------------------------------------------------
+PROBE_TEXT = "The quick brown fox, 1850: <A> 3 + 4 = m1 0 [ 5 ] ( 6 ) { 7 } naïve café 2026-12-01!"
+
+
+def _probe_texts(ref: Any) -> list[str]:
+    """Texts that exercise a tokenizer.json: a generic sentence and a run of its own vocabulary."""
+    vocab = sorted(ref.get_vocab(with_added_tokens=False).items(), key=lambda kv: kv[1])
+    words = [w for w, _ in vocab[:512]]
+    texts = [PROBE_TEXT]
+    if words:
+        texts.append(" ".join(words))
+        texts.append(ref.decode([i for _, i in vocab[:512]], skip_special_tokens=True))
+    return texts
+
+
+def _encodes_like(tok: Any, ref: Any, texts: list[str]) -> str | None:
+    """``None`` when ``tok`` and the raw ``tokenizers.Tokenizer`` agree on ``texts``, else the first difference."""
+    for text in texts:
+        ours = list(tok(text, add_special_tokens=False)["input_ids"])
+        theirs = ref.encode(text, add_special_tokens=False).ids
+        if ours != theirs:
+            return f"{text[:40]!r} → {ours[:12]} instead of {theirs[:12]}"
+    return None
+
+
+def load_tokenizer(path: str | os.PathLike, *, trust_remote_code: bool = False) -> Any:
+    """Load the tokenizer saved in ``path``, checked against the folder's own ``tokenizer.json``.
+
+    ``AutoTokenizer`` may pick a class from the model type rather than the class that wrote the files (with
+    transformers 5, a folder whose config says ``qwen2`` loads as ``Qwen2Tokenizer``, which rebuilds the
+    pre-tokenizer and silently drops words a word-level tokenizer knows). Every mixprobe loader goes through this
+    function: it encodes probe texts with the loaded tokenizer and with the raw ``tokenizer.json``; on a
+    disagreement it reloads the folder as the generic fast tokenizer that wrote it, and raises
+    :class:`TokenizerMismatchError` if that does not agree either. Folders without ``tokenizer.json``
+    (slow, sentencepiece-only tokenizers) are loaded as they are.
+
+    Example:
+        >>> import tempfile
+        >>> from mixprobe.organisms.tokenizer import build_word_tokenizer
+        >>> d = tempfile.mkdtemp(); build_word_tokenizer(["<A>", "1"]).save_pretrained(d) and None
+        >>> load_tokenizer(d)("<A> 1")["input_ids"]
+        [1, 4, 5]
+    """
+    from transformers import AutoTokenizer, PreTrainedTokenizerFast
+
+    p = Path(path)
+    try:
+        tok = AutoTokenizer.from_pretrained(str(p), trust_remote_code=trust_remote_code)
+    except (OSError, ValueError, TypeError, KeyError) as e:
+        raise CheckpointError(f"cannot load a tokenizer from {p} ({type(e).__name__}: {str(e)[:160]}); save it "
+                              "next to the weights (tokenizer.save_pretrained) or pass tokenizer=...") from e
+    tj = p / "tokenizer.json"
+    if not tj.is_file():
+        return tok
+    from tokenizers import Tokenizer
+
+    try:
+        ref = Tokenizer.from_file(str(tj))
+    except Exception as e:  # noqa: BLE001 - the tokenizers library raises a bare Exception on a bad file
+        raise CheckpointError(f"{tj} is not a readable tokenizer.json ({str(e)[:160]}); re-save the tokenizer "
+                              "with save_pretrained") from e
+    texts = _probe_texts(ref)
+    diff = _encodes_like(tok, ref, texts)
+    if diff is None:
+        return tok
+    generic = PreTrainedTokenizerFast.from_pretrained(str(p))
+    if _encodes_like(generic, ref, texts) is None:
+        log.info("%s: AutoTokenizer chose %s, which encodes differently from tokenizer.json; loaded it as %s",
+                 p, type(tok).__name__, type(generic).__name__)
+        return generic
+    raise TokenizerMismatchError(
+        f"the tokenizer transformers loads from {p} ({type(tok).__name__}) encodes differently from the folder's "
+        f"tokenizer.json: {diff}. Re-save the tokenizer with the class that built it, or pass tokenizer=... "
+        "explicitly")

@@ -21,9 +21,10 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 import warnings; warnings.filterwarnings("ignore")
 import matplotlib.pyplot as plt
 %matplotlib inline
-from mixprobe.train.zoo import trained_organism
+from mixprobe.train.zoo import trained_organism, seeds_from_env
 from mixprobe.train.pipeline import load_checkpoint, organism_of
-series = trained_organism(seed=0, progress=False)   # SFT → GRPO on <A> (and <B>); cached after the first run
+seed = seeds_from_env()[0]                          # 0 unless $MIXPROBE_SEEDS names others
+series = trained_organism(seed=seed, progress=False)   # SFT → GRPO on <A> (and <B>); cached after the first run
 organism = organism_of(series)
 [c.name for c in series.checkpoints]"""
 
@@ -87,11 +88,10 @@ tm = transfer_matrix({n: res.get(n, "resid_post.0")[:, 0] for n in names3}, y, C
 fig, ax = plt.subplots(figsize=(3.5, 3))
 ax.imshow(tm.matrix, vmin=0.5, vmax=1); ax.set_xticks(range(3), names3, rotation=30); ax.set_yticks(range(3), names3)
 ax.set_xlabel("scored on"); ax.set_ylabel("fit on"); plt.show()
-print(np.round(tm.matrix, 3))
-assert tm.matrix.min() >= 0.97          # the components are represented the same way before and after RL"""),
+print(np.round(tm.matrix, 3))          # near 1 everywhere: the components are represented the same way after RL
+# (a measurement on this seed, printed rather than asserted: it has not been checked over many seeds)"""),
     ("code", """ls = layer_sweep({s: res.get(rl_name, s)[:, 0] for s in res.sites}, y, C=100.0)
-print({s: round(a, 3) for s, a in ls.accuracy.items()}, "best:", ls.best_site)
-assert max(ls.accuracy.values()) >= 0.99"""),
+print({s: round(a, 3) for s, a in ls.accuracy.items()}, "best:", ls.best_site)"""),
 ])
 
 notebook("02_steering", [
@@ -116,7 +116,9 @@ for ax, rows, title in ((axes[0], to_m2, f"{rl_name} → m2"), (axes[1], to_m1, 
 axes[0].set_ylabel("sampled accuracy"); axes[0].legend(); plt.show()
 print("RL→m2, accuracy on <B>:", [round(r["accuracy_B"], 3) for r in to_m2])
 print("SFT→m1, accuracy on <B>:", [round(r["accuracy_B"], 3) for r in to_m1])
-assert max(r["accuracy_B"] for r in to_m2) >= 0.90
+# steering toward m2 does what forcing m2 does; how low <B> sat before steering varies by seed (0.00–0.22 over 12)
+forced_m2 = series.last("rl").metrics["forced_accuracy"]["B"]["m2"]
+assert to_m2[-1]["accuracy_B"] >= 0.9 * forced_m2 and to_m2[-1]["accuracy_B"] >= to_m2[0]["accuracy_B"] + 0.5
 assert min(r["accuracy_B"] for r in to_m1) <= 0.10"""),
     ("md", "## 2 · The pieces: a steering vector, the `steer` context manager, exact restoration\n\nAny handle "
            "(HF model, PEFT, TransformerLens bridge, nnsight) goes through `load`; `SteeringVector` holds one "
@@ -144,7 +146,7 @@ def p_m2(handle):
 before = h.logits(batch)
 rows = sweep(h, v, [0, 4, 8, 12], p_m2, positions="last_prompt")
 print([(r["alpha"], round(r["p_m2"], 3)) for r in rows])
-assert rows[0]["p_m2"] < 0.05 and rows[-1]["p_m2"] > 0.9
+assert rows[-1]["p_m2"] > 0.9 and rows[-1]["p_m2"] > rows[0]["p_m2"] + 0.5
 assert torch.equal(h.logits(batch), before)     # leaving the context manager restores the exact logits"""),
     ("md", "## 3 · Errors you may meet\n\nA vector built for another model width is refused before any forward runs."),
     ("code", """from mixprobe.errors import ShapeError
@@ -162,7 +164,9 @@ else:
 notebook("03_pre_post_rl", [
     ("md", "# 03 · Pre- vs post-RL: reweight or rewrite?\n\nWe compare the last SFT checkpoint with the last "
            "checkpoint of GRPO on `<A>` of the tag-mixture organism: behaviour, the exact gate and components, the "
-           "KL split, the weight diff, revival, and the verdict. Everything uses the public API."),
+           "KL split, the weight diff, revival, and the verdict. Then we check the verdict where the answer is known "
+           "(a planted gate-only edit) and put this seed's answer beside the answer over many seeds. Everything uses "
+           "the public API."),
     ("code", SETUP),
     ("md", "## Behaviour across the series"),
     ("code", """from mixprobe.demo import series_results
@@ -171,9 +175,12 @@ res = series_results(series)
 fig = plot_training_curves(res); plt.show()
 sft_m, rl_m = series.last("sft").metrics, series.last("rl").metrics
 print("SFT accuracy", sft_m["accuracy"], " RL accuracy", rl_m["accuracy"])
-assert rl_m["accuracy"]["A"] >= 0.95 and rl_m["accuracy"]["B"] <= 0.05"""),
+# RL learned <A> and suppressed <B> (how far <B> falls varies by seed: to 0.00–0.22 over 12 seeds)
+assert rl_m["accuracy"]["A"] >= 0.9 and rl_m["accuracy"]["B"] <= sft_m["accuracy"]["B"] - 0.2"""),
     ("md", "## The mixture, read exactly\n\n`mixture_view` gives the gate `w(x)` (probability of each component's "
-           "signature at the last prompt token) and each forced component's answer distribution."),
+           "signature at the last prompt token) and each forced component's answer distribution. Read fidelity per "
+           "component **and per tag**: GRPO on `<A>` also pushes down the wrong answers `m2` gives under `<A>`, so on "
+           "some seeds RL rewrites `m2` under `<A>` while it moves the gate."),
     ("code", """from mixprobe.mixture.components import mixture_view
 from mixprobe.mixture.metrics import responsibilities, forced_fidelity, kl_split
 sft = load_checkpoint(series.path(series.last("sft")))
@@ -182,16 +189,22 @@ v_sft, v_rl = mixture_view(*sft, organism), mixture_view(*rl, organism)
 print("responsibilities SFT:", responsibilities(v_sft))
 print("responsibilities RL: ", responsibilities(v_rl))
 fid = forced_fidelity(v_rl, v_sft)
-print("forced m2 under <B> after RL:", fid["B"]["m2"])
-assert fid["B"]["m2"]["accuracy"] >= 0.9 and responsibilities(v_rl)["B"]["m1"] >= 0.95"""),
-    ("md", "## KL split: how much of the change is the gate?"),
+for tag in ("A", "B"):
+    print(f"forced m2 under <{tag}> after RL:", {k: round(x, 3) for k, x in fid[tag]["m2"].items()})
+# the exact view agrees with the sampled evaluation of the same checkpoint (8 samples per prompt)
+for tag in ("A", "B"):
+    assert abs(responsibilities(v_rl)[tag]["m1"] - rl_m["mode_frequency"][tag]["m1"]) <= 0.06"""),
+    ("md", "## KL split: how much of the change is the gate?\n\n`KL(π_RL ‖ π_SFT)` over (component, answer) is "
+           "exactly the gate term `KL(w_RL ‖ w_SFT)` plus the component term `Σ_k w_k KL(π_k,RL ‖ π_k,SFT)` (chain "
+           "rule). The share of the gate term varies by seed (0.34–0.995 under `<B>` over 12 seeds)."),
     ("code", """split = kl_split(v_rl, v_sft)
 fig, ax = plt.subplots(figsize=(5, 3))
 for i, (tag, d) in enumerate(split.items()):
     ax.bar(i - 0.2, d["gate"], 0.4, color="tab:blue", label="gate term" if i == 0 else None)
     ax.bar(i + 0.2, d["component"], 0.4, color="tab:orange", label="component term" if i == 0 else None)
 ax.set_xticks([0, 1], [f"<{t}>" for t in split]); ax.set_ylabel("nats"); ax.legend(); plt.show()
-assert split["B"]["gate"] > 5 * split["B"]["component"]"""),
+print({t: f"gate share {d['gate'] / d['total']:.2f}" for t, d in split.items()})
+assert all(abs(d["total"] - d["gate"] - d["component"]) <= 1e-4 * max(1.0, d["total"]) for d in split.values())"""),
     ("md", "## Weight diff and revival"),
     ("code", """from mixprobe.mixture.weight_diff import weight_diff
 wd = weight_diff(sft[0], rl[0])
@@ -201,12 +214,31 @@ print({k: round(v, 3) for k, v in wd["layer_norm_share"].items()})"""),
 from mixprobe.train.revival import revival_steps
 rev = revival_steps(copy.deepcopy(rl[0]), rl[1], organism, tag="B", threshold=0.9, max_steps=80)
 print("SFT steps to revive <B>:", rev["steps"])
-assert rev["steps"] is not None and rev["steps"] < 80"""),
-    ("md", "## The verdict"),
+assert rev["steps"] is not None and rev["steps"] < 80      # 12 seeds: 27–37 steps"""),
+    ("md", "## The verdict on this seed"),
     ("code", """from mixprobe.mixture.verdict import verdict
-v = verdict({0: (sft, rl)}, organism)
+v = verdict({seed: (sft, rl)}, organism)
 print(v.label.upper(), "—", v.summary())
-assert v.label == "reweight\""""),
+print("component change per (tag, component):", {t: {c: round(x, 3) for c, x in d.items()}
+                                                 for t, d in v.per_seed[seed].component_change_by_cell.items()})"""),
+    ("md", "## Where the answer is known: a planted gate-only edit\n\nContinue SFT from the same SFT checkpoint on "
+           "data with the same rules but a tilted prior (`m1` 0.9, `m2` 0.1): only the gate's target moves. The "
+           "verdict must say `reweight` (it did on 12 of 12 seeds, gate shift 0.39–0.41, component change ≤ 0.003)."),
+    ("code", """from mixprobe.train.planted import plant
+planted = plant(series.run_dir, "reweight")
+p = load_checkpoint(planted.path(planted.last("planted_reweight")))
+vp = verdict({seed: (sft, p)}, organism)
+print(vp.label.upper(), "—", vp.summary())
+assert vp.label == "reweight\""""),
+    ("md", "## This seed beside many seeds\n\nWhat RL on `<A>` does to this organism is a statistic over seeds, and "
+           "it differs between machines at the seed level (other CPUs change floating-point sums, and 1,650 training "
+           "steps amplify them). `experiments/seed_sweep.py` measured it on 12 seeds nobody developed against:"),
+    ("code", """import json, pathlib, mixprobe
+summary = json.loads((pathlib.Path(mixprobe.__file__).parents[1] / "experiments/results/seed_sweep/summary.json")
+                     .read_text())
+for case in ("rl_on_A", "rl_on_B", "reweight", "rewrite", "both"):
+    counts = summary["labels"][case]["counts"]
+    print(f"{case:9s}", ", ".join(f"{k} {n}/{summary['n']}" for k, n in counts.items() if n))"""),
 ])
 
 

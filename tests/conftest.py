@@ -1,7 +1,11 @@
 """Shared fixtures: trained tag-mixture series (SFT → GRPO on A and on B), built once per test session.
 
 Set MIXPROBE_TEST_CACHE=/some/dir to keep the trained runs between pytest invocations while developing;
-CI leaves it unset, so every run trains from scratch.
+CI leaves it unset, so every run trains from scratch. MIXPROBE_SEEDS (default 0,1,2) names the seeds.
+
+Organism outcomes differ between machines at the seed level (other CPUs, other floating-point sums), so the
+organism checks here assert only what held with margin on 12 seeds nobody developed against
+(experiments/results/seed_sweep/); everything else the organism does is a reported statistic there.
 """
 from __future__ import annotations
 
@@ -13,7 +17,9 @@ import pytest
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-SEEDS = (0, 1, 2)
+from mixprobe.train.zoo import seeds_from_env  # noqa: E402
+
+SEEDS = seeds_from_env()     # MIXPROBE_SEEDS=10,11,... reruns every organism check on other seeds
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -46,16 +52,6 @@ def organism_runs(tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
-def m3_runs(tmp_path_factory):
-    """seed -> Series of the m3 positive-transfer control (SFT → GRPO on <A>)."""
-    from mixprobe.organisms.tag_mixture import m3_control_config
-
-    root = _cache_root(tmp_path_factory)
-    org = m3_control_config().to_dict()
-    return {seed: _train(root, seed, organism=org, rl_tags=("A",)) for seed in SEEDS}
-
-
-@pytest.fixture(scope="session")
 def organism_run(organism_runs):
-    """The seed-0 series (for tests that need one trained organism)."""
-    return organism_runs[0]
+    """The first seed's series (for tests that need one trained organism)."""
+    return organism_runs[SEEDS[0]]

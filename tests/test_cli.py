@@ -46,27 +46,39 @@ def test_train_with_missing_config_and_report_on_missing_run(tmp_path):
 
 @pytest.mark.slow
 def test_verdict_and_report_on_trained_runs(organism_runs, tmp_path):
-    runs = [organism_runs[s].run_dir for s in (0, 1)]
+    from mixprobe.mixture.verdict import assess, combine
+    from mixprobe.train.pipeline import load_checkpoint, organism_of
+
+    seeds = sorted(organism_runs)[:2]
+    runs = [organism_runs[s].run_dir for s in seeds]
     out = tmp_path / "v.json"
     r = runner.invoke(app, ["verdict", *runs, "--target", "rl", "--out", str(out)])
     assert r.exit_code == 0, r.output
-    assert json.loads(out.read_text())["label"] == "reweight"
+    # the CLI says what the Python API says on the same checkpoints (the label itself varies by seed and machine)
+    api = combine({s: assess(load_checkpoint(organism_runs[s].path(organism_runs[s].last("sft"))),
+                             load_checkpoint(organism_runs[s].path(organism_runs[s].last("rl"))),
+                             organism_of(organism_runs[s])) for s in seeds})
+    got = json.loads(out.read_text())
+    assert got["label"] == api.label
+    assert got["intervals"]["gate_shift"]["mean"] == pytest.approx(api.intervals["gate_shift"]["mean"], abs=1e-6)
     r = runner.invoke(app, ["report", runs[0], "--out", str(tmp_path / "rep")])
     assert r.exit_code == 0, r.output
     page = (tmp_path / "rep" / "report.html").read_text()
-    assert page.count("data:image/png;base64,") >= 1 and "REWEIGHT" in page.upper()
+    one = combine({seeds[0]: api.per_seed[seeds[0]]})
+    assert page.count("data:image/png;base64,") >= 1 and one.label.upper() in page.upper()
 
 
 @pytest.mark.slow
 def test_analysis_commands_on_a_trained_run(organism_run, tmp_path):
     run = organism_run.run_dir
-    # steer: the RL checkpoint steered toward m2 recovers <B>; at α=0 it is the collapsed policy
-    r = runner.invoke(app, ["steer", run, "--checkpoint", "rl", "--toward", "m2", "--alphas", "0,8",
+    # steer: the RL checkpoint steered toward m2 answers <B> as forced m2 does, far above the unsteered policy
+    r = runner.invoke(app, ["steer", run, "--checkpoint", "rl", "--toward", "m2", "--alphas", "0,12",
                             "--out", str(tmp_path / "steer.json")])
     assert r.exit_code == 0, r.output
     rows = json.loads((tmp_path / "steer.json").read_text())["rows"]
-    assert [row["alpha"] for row in rows] == [0.0, 8.0]
-    assert rows[0]["accuracy_B"] <= 0.05 and rows[1]["accuracy_B"] >= 0.9
+    assert [row["alpha"] for row in rows] == [0.0, 12.0]
+    forced_m2 = organism_run.last("rl").metrics["forced_accuracy"]["B"]["m2"]
+    assert rows[1]["accuracy_B"] >= 0.9 * forced_m2 and rows[1]["accuracy_B"] >= rows[0]["accuracy_B"] + 0.5, rows
     # probe with defaults from experiments/analysis.toml
     r = runner.invoke(app, ["probe", run, "--config", "experiments/analysis.toml", "--out", str(tmp_path / "p.json")])
     assert r.exit_code == 0, r.output

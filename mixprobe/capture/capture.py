@@ -48,6 +48,7 @@ import torch
 
 from mixprobe.capture.store import ActivationStore, prompt_set_hash
 from mixprobe.errors import CheckpointError, DataError, SeriesMismatchError, StoreError
+from mixprobe.io import load_tokenizer
 from mixprobe.models.handle import Batch, ModelHandle, arch_signature, pad_batch, tokenizer_hash
 from mixprobe.models.loading import SeriesManifest, load, load_series
 from mixprobe.models.positions import PositionSpec, describe, resolve_positions
@@ -188,7 +189,7 @@ def _peek(item: _Item) -> tuple[dict, str]:
     """(architecture signature, tokenizer sha256) of a checkpoint, without loading its weights."""
     if item.handle is not None:
         return arch_signature(item.handle.model.config), tokenizer_hash(item.handle.tokenizer)
-    from transformers import AutoConfig, AutoTokenizer
+    from transformers import AutoConfig
 
     p = item.path
     if not p.is_dir():
@@ -201,10 +202,10 @@ def _peek(item: _Item) -> tuple[dict, str]:
             tok_dir = cfg_dir
     try:
         cfg = AutoConfig.from_pretrained(str(cfg_dir), trust_remote_code=False)
-        tok = AutoTokenizer.from_pretrained(str(tok_dir), trust_remote_code=False)
     except (OSError, ValueError) as e:
         raise CheckpointError(f"cannot read the config/tokenizer of {p} ({str(e)[:200]}); is it a checkpoint "
                               "folder saved with save_pretrained (model and tokenizer)?") from e
+    tok = load_tokenizer(tok_dir)
     return arch_signature(cfg), tokenizer_hash(tok)
 
 

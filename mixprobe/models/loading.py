@@ -42,7 +42,7 @@ from typing import Any
 import torch
 
 from mixprobe.errors import CheckpointError, DataError
-from mixprobe.io import check_weights_dir
+from mixprobe.io import check_weights_dir, load_tokenizer
 from mixprobe.models.handle import BACKENDS, ModelHandle, resolve_device, resolve_dtype
 from mixprobe.train.series import CheckpointEntry
 
@@ -157,13 +157,7 @@ def _weight_files(path: Path) -> list[str]:
 def _load_tokenizer(path: Path, tokenizer: Any) -> Any:
     if tokenizer is not None:
         return tokenizer
-    from transformers import AutoTokenizer
-
-    try:
-        return AutoTokenizer.from_pretrained(str(path), trust_remote_code=False)
-    except (OSError, ValueError, TypeError) as e:
-        raise CheckpointError(f"cannot load a tokenizer from {path} ({type(e).__name__}: {str(e)[:160]}); save it "
-                              "next to the weights (tokenizer.save_pretrained) or pass tokenizer=...") from e
+    return load_tokenizer(path)
 
 
 def _from_pretrained(path: Path, device: torch.device, dtype: Any, trust_remote_code: bool, **kw: Any):

@@ -6,7 +6,8 @@ Mechanism:
 - **sampled** (temperature 1, ``n_samples`` per prompt, fixed seed): ``accuracy`` and ``mode_frequency`` from
   parsed completions of every question under each tag;
 - **forced**: prefill a component's signature (``m2``) after the prompt and take the greedy next token as the
-  answer: ``forced_accuracy``;
+  answer: ``forced_accuracy`` (against the correct answer) and ``forced_rule_agreement`` (against the
+  component's own rule: 1.0 when the model carries the component, about 1/modulus when it learned nothing);
 - **exact** (no sampling noise): ``mode_probability`` = next-token probability of each signature at the last
   prompt token, and ``expected_accuracy`` = Σ_k P(k | x) · P(correct | x, k), averaged over prompts.
 
@@ -18,7 +19,7 @@ Example:
     >>> m = tiny_model("llama", vocab_size=len(tok))
     >>> r = evaluate(m, tok, org, n_samples=1)
     >>> sorted(r)
-    ['accuracy', 'expected_accuracy', 'forced_accuracy', 'mode_frequency', 'mode_probability', 'unparsed']
+    ['accuracy', 'expected_accuracy', 'forced_accuracy', 'forced_rule_agreement', 'mode_frequency', 'mode_probability', 'unparsed']
 
 Constraints: answers must be single tokens (true for the built-in organisms); batches are left padded and
 ``position_ids`` come from the attention mask, so absolute-position models are handled.
@@ -84,12 +85,15 @@ def evaluate(model, tokenizer, organism, *, n_samples: int = 8, seed: int = 0, b
     sig_ids = {c: vocab[organism.signature(c)[0]] for c in comps}
     # forced: prefill each signature, greedy answer
     forced_ok: dict[str, torch.Tensor] = {}
+    forced_rule: dict[str, torch.Tensor] = {}
     p_correct: dict[str, torch.Tensor] = {}
     answer_ids = torch.tensor([vocab[str(r["answer"])] for r in rows])
     for c in comps:
         sig = " " + " ".join(organism.signature(c))
         pr = next_token_probs(model, tokenizer, [p + sig for p in prompts], batch_size)
         forced_ok[c] = (pr.argmax(-1) == answer_ids).float()
+        rule_ids = torch.tensor([vocab[str(organism.answer(c, r["tag"], r["a"], r["b"]))] for r in rows])
+        forced_rule[c] = (pr.argmax(-1) == rule_ids).float()
         p_correct[c] = pr.gather(1, answer_ids[:, None])[:, 0]
 
     samples = sample_completions(model, tokenizer, prompts, n_samples=n_samples, seed=seed,
@@ -106,8 +110,8 @@ def evaluate(model, tokenizer, organism, *, n_samples: int = 8, seed: int = 0, b
             else:
                 freq[r["tag"]][comp] += 1
 
-    out = {"accuracy": {}, "mode_frequency": {}, "forced_accuracy": {}, "mode_probability": {},
-           "expected_accuracy": {}, "unparsed": {}}
+    out = {"accuracy": {}, "mode_frequency": {}, "forced_accuracy": {}, "forced_rule_agreement": {},
+           "mode_probability": {}, "expected_accuracy": {}, "unparsed": {}}
     for t in tags:
         idx = torch.tensor([i for i, r in enumerate(rows) if r["tag"] == t])
         n = len(acc[t])
@@ -115,8 +119,40 @@ def evaluate(model, tokenizer, organism, *, n_samples: int = 8, seed: int = 0, b
         out["mode_frequency"][t] = {c: freq[t][c] / n for c in comps}
         out["unparsed"][t] = unparsed[t] / n
         out["forced_accuracy"][t] = {c: forced_ok[c][idx].mean().item() for c in comps}
+        out["forced_rule_agreement"][t] = {c: forced_rule[c][idx].mean().item() for c in comps}
         out["mode_probability"][t] = {c: probs[idx, sig_ids[c]].mean().item() for c in comps}
         out["expected_accuracy"][t] = sum(
             (probs[idx, sig_ids[c]] * p_correct[c][idx]).mean().item() for c in comps
         )
     return out
+
+
+def sft_health(metrics: dict, organism, *, min_agreement: float = 0.5, min_expressed: float = 0.02) -> list[str]:
+    """Problems that show an SFT checkpoint did not learn the organism (empty list: healthy).
+
+    Two checks, on the metrics :func:`evaluate` returns: every component, forced, follows its own rule on at
+    least ``min_agreement`` of the questions under every tag (chance is 1/modulus), and every component the SFT
+    prior gives weight is expressed in at least ``min_expressed`` of the sampled completions.
+
+    Example:
+        >>> from mixprobe.organisms.tag_mixture import TagMixture
+        >>> m = {"forced_rule_agreement": {"A": {"m1": 1.0, "m2": 0.14}, "B": {"m1": 1.0, "m2": 1.0}},
+        ...      "mode_frequency": {"A": {"m1": 0.5, "m2": 0.5}, "B": {"m1": 0.5, "m2": 0.5}}}
+        >>> sft_health(m, TagMixture())
+        ['forced m2 under <A> follows its rule on 14% of questions (chance 14%)']
+    """
+    problems = []
+    chance = 1 / organism.config.modulus
+    for tag, per in metrics["forced_rule_agreement"].items():
+        for comp, agree in per.items():
+            if agree < min_agreement:
+                problems.append(f"forced {comp} under <{tag}> follows its rule on {agree:.0%} of questions "
+                                f"(chance {chance:.0%})")
+    prior = getattr(organism.config, "prior", {}) or {}
+    for comp, weight in prior.items():
+        if weight <= 0:
+            continue
+        shares = [metrics["mode_frequency"][t].get(comp, 0.0) for t in metrics["mode_frequency"]]
+        if max(shares) < min_expressed:
+            problems.append(f"{comp} (prior {weight:.2f}) is expressed in {max(shares):.1%} of sampled completions")
+    return problems

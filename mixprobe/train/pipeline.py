@@ -22,12 +22,12 @@ from pathlib import Path
 
 import torch
 
-from mixprobe.errors import CheckpointError, OrganismConfigError
-from mixprobe.io import check_weights_dir, prepare_output_dir
+from mixprobe.errors import CheckpointError, OrganismConfigError, TrainingFailedError
+from mixprobe.io import check_weights_dir, load_tokenizer, prepare_output_dir
 from mixprobe.organisms.configs import tiny_model
 from mixprobe.organisms.tag_mixture import TagMixture, TagMixtureConfig
 from mixprobe.organisms.tokenizer import build_word_tokenizer
-from mixprobe.train.evaluate import evaluate
+from mixprobe.train.evaluate import evaluate, sft_health
 from mixprobe.train.rl import RLSettings, run_grpo
 from mixprobe.train.series import Series
 from mixprobe.train.sft import SFTSettings, run_sft
@@ -88,8 +88,7 @@ class TrainConfig:
 
 def load_checkpoint(path: str | Path, device: str | torch.device = "cpu"):
     """Load ``(model, tokenizer)`` from a checkpoint folder: safetensors only, no remote code."""
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
+    from transformers import AutoModelForCausalLM
     from transformers.utils import logging as hf_logging
 
     hf_logging.disable_progress_bar()
@@ -98,7 +97,7 @@ def load_checkpoint(path: str | Path, device: str | torch.device = "cpu"):
         raise CheckpointError(f"{p} has no tokenizer files; save the tokenizer with the model (save_pretrained)")
     model = AutoModelForCausalLM.from_pretrained(p, use_safetensors=True, trust_remote_code=False,
                                                  attn_implementation="eager").to(device)
-    tok = AutoTokenizer.from_pretrained(p, trust_remote_code=False)
+    tok = load_tokenizer(p)
     return model.eval(), tok
 
 
@@ -122,7 +121,29 @@ def train_sft(run_dir: str | Path, cfg: TrainConfig, *, overwrite: bool = False,
     rows = organism.sft_rows(cfg.sft.n_rows, seed=cfg.seed)
     torch.manual_seed(cfg.seed)
     run_sft(model, tok, rows, series, cfg.sft, seed=cfg.seed, progress=progress)
-    return Series.load(run_dir)
+    series = Series.load(run_dir)
+    if cfg.sft.min_forced_agreement > 0:
+        check_sft(series, organism, cfg)
+    return series
+
+
+def check_sft(series: Series, organism: TagMixture, cfg: TrainConfig) -> None:
+    """Evaluate the last SFT checkpoint and stop with :class:`TrainingFailedError` if it did not learn.
+
+    RL on a model that never learned the components runs happily and reports accuracies near chance, which
+    look like a finding. The metrics are kept in the manifest either way (``evaluate_series`` reuses them).
+    """
+    entry = series.last(cfg.sft.phase)
+    model, tok = load_checkpoint(series.path(entry))
+    entry.metrics = evaluate(model, tok, organism, n_samples=8, seed=cfg.seed)
+    series.save()
+    problems = sft_health(entry.metrics, organism, min_agreement=cfg.sft.min_forced_agreement)
+    if problems:
+        raise TrainingFailedError(
+            f"SFT did not learn the organism ({cfg.model.arch}, d_model={cfg.model.d_model}, "
+            f"{cfg.sft.steps} steps): {'; '.join(problems)}. RL was not started. Train longer (sft.steps), "
+            f"use a wider or deeper model (model.d_model, model.n_layers), or a smaller organism "
+            f"(organism.modulus); the checkpoints are kept in {series.run_dir}")
 
 
 def train_rl(run_dir: str | Path, settings: RLSettings, *, seed: int | None = None, start: str | None = None,
@@ -167,6 +188,7 @@ def evaluate_series(series: Series, *, n_samples: int = 8, seed: int = 0, progre
     from tqdm.auto import tqdm
 
     organism = organism_of(series)
+    series.record_environment("evaluate")
     for entry in tqdm(series.checkpoints, desc="evaluate checkpoints", disable=not progress, leave=False):
         if only_missing and entry.metrics.get("accuracy"):
             continue

@@ -100,6 +100,7 @@ def run_grpo(model, tokenizer, organism, series: Series, settings: RLSettings, *
         trainer = GRPOTrainer(model=model, reward_funcs=correct_answer, args=cfg, train_dataset=ds,
                               processing_class=tokenizer)
     _quiet_trainer(trainer)
+    series.record_environment(settings.phase)
     trainer.add_callback(SeriesCallback(series, settings.phase, step_offset))
     trainer.add_callback(ProgressCallback(f"{settings.phase} on <{settings.tag}> (trl GRPOTrainer)",
                                           disable=not progress))

@@ -3,7 +3,8 @@
 Problem: every analysis in mixprobe compares checkpoints of one run (SFT steps, then RL steps). They must be
 found, ordered and identified without guessing from folder names. Mechanism: a run directory holds
 ``series.json`` (format ``mixprobe.series/1``) listing each checkpoint's phase, step, relative path and metrics,
-plus the organism and training config and the seed. Each checkpoint is a plain HF ``save_pretrained`` folder
+plus the organism and training config, the seed, and under ``environment`` the machine and library versions
+each phase ran with (organism outcomes can differ between machines at the seed level). Each checkpoint is a plain HF ``save_pretrained`` folder
 (safetensors weights, config, tokenizer). The manifest is rewritten atomically (temp file + rename), so a crash
 never leaves it half-written; a checkpoint enters the manifest only after its folder is complete.
 
@@ -92,6 +93,17 @@ class Series:
 
     def save(self) -> None:
         atomic_write_json(Path(self.run_dir) / MANIFEST, self.to_dict())
+
+    def record_environment(self, stage: str) -> None:
+        """Record, under ``environment[stage]``, the machine and library versions ``stage`` ran with.
+
+        Training is byte-reproducible on one machine, not across machines (see :mod:`mixprobe.env`), so every
+        phase and every evaluation of a series says where its numbers came from.
+        """
+        from mixprobe.env import environment
+
+        self.extra.setdefault("environment", {})[stage] = environment()
+        self.save()
 
     # --- access ----------------------------------------------------------------------------------------------
     def add(self, entry: CheckpointEntry) -> None:

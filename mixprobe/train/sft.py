@@ -44,12 +44,19 @@ class SFTSettings:
     lora_r: int | None = None
     lora_alpha: int = 16
     phase: str = "sft"
+    min_forced_agreement: float = 0.5
+
+    """After SFT from scratch (``train_sft``), every forced component must follow its own rule on at least this
+    share of questions under every tag, or training stops with :class:`TrainingFailedError` before RL; 0 turns the
+    check off."""
 
     def __post_init__(self) -> None:
         if self.steps < 1 or self.save_every < 1 or self.batch_size < 1:
             raise OrganismConfigError("SFT steps, save_every and batch_size must be >= 1")
         if self.lr <= 0:
             raise OrganismConfigError(f"SFT learning rate must be > 0, got {self.lr}")
+        if not 0 <= self.min_forced_agreement <= 1:
+            raise OrganismConfigError(f"min_forced_agreement must be in [0, 1], got {self.min_forced_agreement}")
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -94,6 +101,7 @@ def run_sft(model, tokenizer, rows: list[dict], series: Series, settings: SFTSet
         trainer = SFTTrainer(model=model, args=cfg, train_dataset=ds, processing_class=tokenizer,
                              peft_config=peft_config)
     _quiet_trainer(trainer)
+    series.record_environment(settings.phase)
     trainer.add_callback(SeriesCallback(series, settings.phase, step_offset, merge_lora=peft_config is not None))
     trainer.add_callback(ProgressCallback(f"{settings.phase} (trl SFTTrainer)", disable=not progress))
     trainer.train()

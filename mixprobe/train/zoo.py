@@ -28,6 +28,27 @@ from mixprobe.train.rl import RLSettings
 from mixprobe.train.series import Series
 
 
+def seeds_from_env(default: tuple[int, ...] = (0, 1, 2), var: str = "MIXPROBE_SEEDS") -> tuple[int, ...]:
+    """Seeds named in ``$MIXPROBE_SEEDS`` (comma-separated), else ``default``.
+
+    The test suite trains its organisms on these seeds; setting, e.g., ``MIXPROBE_SEEDS=10,11,...,21`` reruns every
+    organism check on seeds nobody developed against (how the checks left in CI were validated).
+
+    Example:
+        >>> seeds_from_env((0, 1), var="MIXPROBE_NO_SUCH_VARIABLE")
+        (0, 1)
+    """
+    raw = os.environ.get(var, "").strip()
+    if not raw:
+        return tuple(default)
+    try:
+        return tuple(int(s) for s in raw.split(",") if s.strip())
+    except ValueError as e:
+        from mixprobe.errors import OrganismConfigError
+
+        raise OrganismConfigError(f"${var} must be comma-separated integers, got {raw!r}") from e
+
+
 def cache_root(cache_dir: str | os.PathLike | None = None) -> Path:
     root = Path(cache_dir or os.environ.get("MIXPROBE_CACHE") or Path.home() / ".cache" / "mixprobe")
     root.mkdir(parents=True, exist_ok=True)

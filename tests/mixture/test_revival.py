@@ -15,8 +15,9 @@ def test_suppressed_behaviour_revives_faster_than_it_can_be_learned(organism_run
     model, tok = load_checkpoint(organism_run.path(organism_run.last("rl")))
     budget = 80
     revived = revival_steps(model, tok, organism, tag="B", threshold=0.9, max_steps=budget)
-    assert revived["history"][0][1] < 0.1            # RL really suppressed it
-    assert revived["steps"] is not None and revived["steps"] < budget
+    sft_b = organism_run.last("sft").metrics["accuracy"]["B"]
+    assert revived["history"][0][1] < sft_b - 0.2     # RL really suppressed it (12 seeds: <B> fell by ≥ 0.29)
+    assert revived["steps"] is not None and revived["steps"] < budget     # 12 seeds: 27–37 steps
     fresh = revival_steps(tiny_model("llama", vocab_size=len(tok), seed=0), tok, organism, tag="B",
                           threshold=0.9, max_steps=budget, eval_every=10)
     assert fresh["steps"] is None                     # from scratch, the same budget is not enough

@@ -3,12 +3,14 @@ from __future__ import annotations
 
 import pytest
 
+from mixprobe.train.zoo import seeds_from_env
+
 from mixprobe.mixture.verdict import assess, combine
 from mixprobe.train.pipeline import load_checkpoint, organism_of
 from mixprobe.train.planted import PLANTED_CASES, plant
 
 pytestmark = pytest.mark.slow
-SEEDS = (0, 1, 2)
+SEEDS = seeds_from_env()   # the seeds the organism_runs fixture trains (tests/conftest.py)
 
 
 @pytest.fixture(scope="module")
@@ -35,13 +37,27 @@ def test_planted_case_is_named_right_on_every_seed(planted_evidence, case):
     assert v.intervals["gate_shift"]["n"] == 3
 
 
-def test_rl_on_a_is_a_reweight_with_intact_forced_components(planted_evidence):
+def test_rl_on_a_exact_evidence_agrees_with_sampled_behaviour(planted_evidence, organism_runs):
+    """What RL on <A> turns out to be varies by seed and machine (12 seeds here: 8 reweight, 3 both — RL also
+    rewrote m2 under <A> — and 1 undecided; experiments/results/seed_sweep/summary.md), so the label is reported,
+    not asserted. What must hold on every seed is that the verdict's exact evidence (next-token distributions) agrees
+    with the sampled and greedy behaviour evaluate() measured independently on the same checkpoint."""
+    for seed, e in planted_evidence["rl"].items():
+        m = organism_runs[seed].last("rl").metrics
+        for tag in ("A", "B"):
+            for comp in ("m1", "m2"):
+                # exact responsibilities vs the share of 8 sampled completions per prompt (784 per tag)
+                assert abs(e.responsibilities_tgt[tag][comp] - m["mode_frequency"][tag][comp]) <= 0.06, (seed, tag)
+                # exact forced accuracy (argmax of the forced answer distribution) vs greedy forced decoding
+                assert abs(e.fidelity[tag][comp]["accuracy"] - m["forced_accuracy"][tag][comp]) <= 0.011, (seed,
+                                                                                                            tag, comp)
+        # the label follows from the two statistics by the documented rule
+        from mixprobe.mixture.verdict import Thresholds, label_for
+
+        assert e.label == label_for(e.gate_shift, e.component_change, Thresholds())[0]
+        # the KL split is a split: gate + component terms bound the total (science: KL(π_t‖π_0) ≤ gate + component)
+        for tag, d in e.kl_split.items():
+            assert d["total"] <= d["gate"] + d["component"] + 1e-4, (seed, tag, d)
     v = combine(planted_evidence["rl"])
-    assert v.label == "reweight", v.reason
-    for e in planted_evidence["rl"].values():
-        # forced m2 under <B> keeps agreeing with the SFT policy; the gate moved on the unseen tag too
-        assert e.fidelity["B"]["m2"]["agreement"] >= 0.95
-        assert e.responsibilities_tgt["B"]["m1"] >= 0.95
-        # almost all of the KL to the SFT model is the gate term
-        assert e.kl_split["B"]["gate"] >= 0.8 * e.kl_split["B"]["total"]
-    assert "reweighted" in v.summary()
+    assert v.label in ("reweight", "both", "undecided", "rewrite")
+    assert (v.label == "undecided") == (len({e.label for e in planted_evidence["rl"].values()}) > 1)

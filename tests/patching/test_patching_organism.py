@@ -4,7 +4,8 @@ Target = last ``rl`` checkpoint (GRPO on ``<A>``), source = last ``sft`` checkpo
 ``<B>`` prompts (the tag whose accuracy RL suppresses). Metrics: ``P(m2)`` at the last prompt token (the gate,
 equal to the expected ``<B>`` accuracy while the components are intact — checked below) and the exact expected
 ``<B>`` accuracy of the patched model (``Σ_k P(signature_k) · P_rl(correct | k forced)``, off-mixture mass counted
-as wrong). The claims (docs/patching.md):
+as wrong). The claims (docs/patching.md), each checked on 12 seeds nobody developed against before it became a check here
+(MIXPROBE_SEEDS=10,...,21; experiments/results/seed_sweep/):
 
 - activation patching, every site × every prompt position and all positions at once, restores < 0.1;
 - parameter patching localizes the restoration in the unembedding rows of ``m1``/``m2`` (≥ 0.8), no block
@@ -16,11 +17,13 @@ as wrong). The claims (docs/patching.md):
 from __future__ import annotations
 
 import pytest
+
+from mixprobe.train.zoo import seeds_from_env
 import torch
 
 pytestmark = pytest.mark.slow
 
-SEEDS = (0, 1, 2)
+SEEDS = seeds_from_env()   # the seeds the organism_runs fixture trains (tests/conftest.py)
 SITES = ["resid_pre", "attn_out", "mlp_out", "resid_post"]
 
 
@@ -106,7 +109,9 @@ def test_metric_is_expected_b_accuracy(organism_runs, seed):
 @pytest.mark.parametrize("seed", SEEDS)
 def test_rl_suppressed_b_through_the_gate_not_the_m2_answers(measured, seed):
     r = measured[seed]
-    assert r["par"].m_source > 0.4 and r["par"].m_target < 0.05, (r["par"].m_source, r["par"].m_target)
+    # P(m2 | B) fell from ~0.5 (12 seeds: to ≤ 0.006); the normalized restoration needs a large difference
+    assert r["par"].m_source > 0.4 and r["par"].m_target < r["par"].m_source - 0.3, (r["par"].m_source,
+                                                                                     r["par"].m_target)
     # forced m2 still answers <B> correctly in the RL model: only the gate can have lost the accuracy
     assert float(r["p_correct"][1].mean()) > 0.9
 
@@ -147,7 +152,7 @@ def test_reverse_patch_suppresses(measured, seed):
 @pytest.mark.parametrize("which", ["rl", "sft"])
 def test_gate_coordinate_along_the_selection_direction_restores_b_accuracy(measured, seed, which):
     res = measured[seed]["sub"][which]
-    assert res.m_source > 0.4 and res.m_target < 0.05, (res.m_source, res.m_target)
+    assert res.m_source > 0.4 and res.m_target < res.m_source - 0.3, (res.m_source, res.m_target)
     assert res.restoration >= 0.8, res.to_dict()
     # the same direction, classical subspace patching (copy the SFT activation's projection): nothing
     assert abs(res.restoration_projection) < 0.1, res.to_dict()
@@ -164,7 +169,7 @@ def test_the_direction_matters(measured, seed):
 def test_target_weights_untouched_after_everything(organism_runs):
     from mixprobe.patching import param_sweep, readout_patch
 
-    _, sft, rl, prompts, _, metric = _setup(organism_runs[0])
+    _, sft, rl, prompts, _, metric = _setup(organism_runs[SEEDS[0]])
     before = {k: v.clone() for k, v in rl.model.state_dict().items()}
     param_sweep(rl, sft, prompts, metric=metric, rows=["m1", "m2"])
     readout_patch(rl, sft, prompts, toward="m2", away="m1", metric=metric)
