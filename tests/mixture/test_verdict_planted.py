@@ -34,7 +34,7 @@ def test_planted_case_is_named_right_on_every_seed(planted_evidence, case):
     assert labels == {s: case for s in SEEDS}, {s: (e.label, e.reason) for s, e in planted_evidence[case].items()}
     v = combine(planted_evidence[case])
     assert v.label == case
-    assert v.intervals["gate_shift"]["n"] == 3
+    assert v.intervals["gate_shift"]["n"] == len(SEEDS)
 
 
 def test_rl_on_a_exact_evidence_agrees_with_sampled_behaviour(planted_evidence, organism_runs):

@@ -92,8 +92,12 @@ def measured(organism_runs):
 
 
 @pytest.mark.parametrize("seed", SEEDS)
-def test_metric_is_expected_b_accuracy(organism_runs, seed):
-    """P(m2 | <B> prompt) equals the exact expected <B> accuracy of the mixture (components intact)."""
+def test_metric_is_expected_b_accuracy_at_sft(organism_runs, seed):
+    """At SFT, P(m2 | <B> prompt) equals the exact expected <B> accuracy (m1 always wrong under <B>, m2 always right).
+
+    After RL it is only a lower bound: on 6 of 12 seeds RL on <A> also made forced m1 partly right under <B>
+    (expected <B> accuracy 0.02–0.21 while P(m2 | B) ≤ 0.006), a small rewrite of m1 on the tag RL never saw. The
+    patching tests below therefore restore P(m2), the gate, and say so."""
     from mixprobe.patching import evaluate
     from mixprobe.patching.engine import as_batch
 
@@ -103,7 +107,10 @@ def test_metric_is_expected_b_accuracy(organism_runs, seed):
         batch = as_batch(h, prompts)
         logits = h.logits(batch)
         p, a = float(evaluate(p_m2, logits, batch).mean()), float(evaluate(acc, logits, batch).mean())
-        assert abs(p - a) < 0.02, (seed, h.name, p, a)
+        if h is sft:
+            assert abs(p - a) < 0.02, (seed, "sft", p, a)
+        else:                  # forced m2 stays right under <B> (≥ 0.98 on 12 seeds), so P(m2) cannot exceed it
+            assert p <= a + 0.02, (seed, "rl", p, a)
 
 
 @pytest.mark.parametrize("seed", SEEDS)
