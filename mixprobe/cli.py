@@ -110,7 +110,15 @@ def train(
         train_rl(out, cfg.rl, seed=cfg.seed)
     from mixprobe.train.series import Series
 
-    evaluate_series(Series.load(out), seed=cfg.seed)
+    series = evaluate_series(Series.load(out), seed=cfg.seed)
+    from mixprobe.demo import series_results
+
+    print_checkpoint_table(series_results(series, rl_tag=cfg.rl.tag))
+    if series.phase(cfg.rl.phase):
+        acc = series.last(cfg.rl.phase).metrics["accuracy"][cfg.rl.tag]
+        if acc < 0.9:            # e.g. modulus 11: RL on <A> reaches 0.92 / 0.19 in 150 steps, not 1.0 / 0.0
+            console.print(f"note: RL on <{cfg.rl.tag}> ended at accuracy {acc:.2f} on <{cfg.rl.tag}> after "
+                          f"{cfg.rl.steps} steps; the collapse has not finished (more [rl] steps, or a higher lr)")
     console.print(f"series written to {out / 'series.json'}")
 
 

@@ -105,3 +105,24 @@ def test_analysis_commands_name_bad_input(organism_run, tmp_path):
     assert "unknown component" in one_line_error(runner.invoke(app, ["steer", run, "--toward", "m9"]))
     r = runner.invoke(app, ["steer", run, "--alphas", "1,x"])
     assert r.exit_code == 2 and "comma-separated numbers" in r.output
+
+
+@pytest.mark.slow
+def test_train_rl_shows_the_table_and_says_when_the_collapse_has_not_finished(organism_run, tmp_path):
+    import shutil
+
+    from mixprobe.train.series import Series
+
+    entry = organism_run.last("sft")
+    run = tmp_path / "run"
+    shutil.copytree(organism_run.path(entry), run / entry.path)
+    s = Series.create(run, organism=organism_run.organism, organism_config=organism_run.organism_config,
+                      seed=organism_run.seed)
+    s.add(type(entry)(name=entry.name, phase="sft", step=entry.step, path=entry.path))
+    cfg = tmp_path / "rl.toml"
+    cfg.write_text("[rl]\nsteps = 2\nsave_every = 2\nbatch_size = 16\n")
+    r = runner.invoke(app, ["train", str(cfg), "--out", str(run), "--phase", "rl"])
+    assert r.exit_code == 0, r.output
+    assert "rl-000002" in r.output and "acc|A" in r.output            # the per-checkpoint table
+    assert "collapse has not finished" in r.output                       # 2 GRPO steps leave <A> near 0.5
+    assert Series.load(run).last("rl").metrics["accuracy"]["A"] < 0.9
