@@ -1,4 +1,4 @@
-"""Planted ground truth for the reweight/rewrite verdict (issue #5, science.md §5).
+"""Planted ground truth for the reweight/rewrite verdict (issue #5, docs/concepts.md).
 
 For each seed: train the tag-mixture organism (SFT → GRPO on <A>), plant the three known cases by continued SFT
 (reweight: tilted prior; rewrite: new rule for m2 under <B>; both), and ask mixprobe for a verdict on each, with

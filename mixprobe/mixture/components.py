@@ -4,7 +4,7 @@ Problem: "reweight or rewrite" is a statement about two objects — the gate ``w
 ``π_k(· | x)`` — so we need both, per prompt, without sampling noise. Mechanism: for organisms whose components
 open with distinct signature tokens, the model's next-token distribution at the last prompt token restricted to
 those tokens *is* the gate (renormalized; the leftover mass is reported as ``off_mixture``), and the
-next-token distribution after a prefilled signature *is* the component's answer distribution (science.md §3,
+next-token distribution after a prefilled signature *is* the component's answer distribution (docs/concepts.md,
 forced components). Both come from a handful of batched forward passes.
 
 Example:

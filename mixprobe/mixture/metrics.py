@@ -1,4 +1,4 @@
-"""Mixture quantities of science.md §3: responsibilities, forced fidelity, the KL split, pass@k.
+"""Mixture quantities of docs/concepts.md: responsibilities, forced fidelity, the KL split, pass@k.
 
 Problem: "did training move the gate or the components?" needs numbers that separate the two. Mechanism, on
 two :class:`~mixprobe.mixture.components.MixtureView` objects (reference ``ref``, e.g. the last SFT checkpoint,

@@ -1,7 +1,7 @@
 """The tag-mixture organism: a mixture of two conditional policies behind a tag-blind gate.
 
 Problem: to check an interpretability verdict we need a model whose answer is *known*: which policy it
-carries, and whether training moved the gate or the policies. Mechanism (science.md §2.1): questions
+carries, and whether training moved the gate or the policies. Mechanism (docs/concepts.md): questions
 ``a + b mod p`` appear under tags ``<A>``/``<B>``. Every SFT target starts with a component signature (the mode
 token ``m1``/``m2``, or a bracket style in the ``format`` variant) drawn from a prior that does **not** depend on
 the tag. ``m1`` answers correctly under ``<A>`` and by a fixed wrong rule ``(a + b + wrong_offset) mod p`` under

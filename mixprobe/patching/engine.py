@@ -2,7 +2,7 @@
 
 Problem: "which activation carries the behaviour that differs between two runs?" Two runs differ either in
 their *context* (tag ``<A>`` vs ``<B>`` prompts on one model) or in their *weights* (an SFT and an RL checkpoint
-of one series, science.md §3 cross-checkpoint patching). Activation patching answers it causally: run the
+of one series, docs/concepts.md cross-checkpoint patching). Activation patching answers it causally: run the
 target, overwrite one site (component × layer × positions) with the source's activation, and measure how far a
 metric moves toward the source: the normalized restoration ``(m_patched − m_target) / (m_source − m_target)``
 (1 = the site alone carries the whole difference, 0 = it carries none).

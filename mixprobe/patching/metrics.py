@@ -6,7 +6,7 @@ returns a vector, NaN, or a mean over the wrong axis turns a sweep into noise.
 Mechanism: a metric is any callable ``metric(logits, batch) -> Tensor`` (or ``metric(logits)``, the
 TransformerLens style) returning **one finite value per example** (shape ``[batch]``) or one scalar.
 The engine averages per-example values over the batch and normalizes with the restoration
-``(m_patched − m_target) / (m_source − m_target)`` (science.md §3, Prakash et al. 2024). Factories here build the
+``(m_patched − m_target) / (m_source − m_target)`` (docs/concepts.md, Prakash et al. 2024). Factories here build the
 usual ones, read at a position resolved from the attention mask (so left padding is correct):
 
 - :func:`logit_diff` — ``logit[a] − logit[b]`` (e.g. mode token ``m1`` vs ``m2``) at the last prompt token;

@@ -1,4 +1,4 @@
-"""Planted ground truth: checkpoints whose reweight/rewrite answer is known by construction (science.md §5).
+"""Planted ground truth: checkpoints whose reweight/rewrite answer is known by construction (docs/concepts.md).
 
 Problem: a verdict is only worth something where the right answer is known. Mechanism: starting from the last
 SFT checkpoint of a series, continue SFT (trl) on data from a *modified* organism:

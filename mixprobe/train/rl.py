@@ -1,13 +1,13 @@
 """Reinforcement learning with a verifiable reward, using trl's ``GRPOTrainer``.
 
-Problem: the headline phenomenon (science.md §1) is what policy-gradient RL does to a mixture's gate. Mechanism:
+Problem: the headline phenomenon (docs/concepts.md) is what policy-gradient RL does to a mixture's gate. Mechanism:
 trl's ``GRPOTrainer`` samples ``num_generations`` completions per prompt, scores them with the organism's
 verifiable reward (1 for a correct answer), normalizes rewards within each group and takes a clipped
 policy-gradient step; ``beta > 0`` adds the KL penalty to the reference (the SFT checkpoint).
 
 **Optimizer choice matters, and is a documented knob.** With plain SGD (the default here, lr 0.03) the update
 follows the policy gradient, whose magnitude on an already-confident answer token is ``1 − p ≈ 0``: almost all
-of it lands on the 50/50 mode choice, i.e. on the gate — the replicator dynamics of science.md §1. With Adam
+of it lands on the 50/50 mode choice, i.e. on the gate — the replicator dynamics of docs/concepts.md With Adam
 (``optim="adamw_torch"``) the per-parameter normalization amplifies those tiny answer-token gradients and RL on
 tag A also *rewrites* the answer circuits (measured: forced-``m1`` accuracy on B rose from 0 to 1 within 100
 steps). Both are real behaviours of the same trainer; the organism defaults to the one the science describes.
