@@ -129,7 +129,7 @@ def patching_numbers(series) -> dict:
 
 def revival_numbers(series) -> dict:
     from mixprobe.train.pipeline import load_checkpoint, organism_of
-    from mixprobe.train.revival import revival_steps
+    from mixprobe.mixture.revival import revival_steps
 
     model, tok = load_checkpoint(series.path(series.last("rl")))
     r = revival_steps(model, tok, organism_of(series), tag="B", threshold=0.9, max_steps=80)

@@ -108,11 +108,9 @@ def train(
         train_sft(out, cfg, overwrite=overwrite)
     if phase in ("rl", "all"):
         train_rl(out, cfg.rl, seed=cfg.seed)
-    from mixprobe.train.series import Series
+    from mixprobe.train.series import Series, series_results
 
     series = evaluate_series(Series.load(out), seed=cfg.seed)
-    from mixprobe.demo import series_results
-
     print_checkpoint_table(series_results(series, rl_tag=cfg.rl.tag))
     if series.phase(cfg.rl.phase):
         acc = series.last(cfg.rl.phase).metrics["accuracy"][cfg.rl.tag]
@@ -147,30 +145,75 @@ def organism(
     console.print(f"rules (answer offset per component and tag): {cfg.rule_offsets()}; prior: {cfg.prior}")
 
 
+RUN_HELP = ("a run: a folder with series.json, a trl/transformers output_dir (checkpoint-<step> folders), or "
+            "phase=folder pairs such as sft=out/sft,rl=out/grpo")
+TASK_HELP = "the task by import path, package.module:factory (default: the task the series names)"
+TASK_CONFIG_HELP = "JSON object of keyword arguments for the task factory"
+
+
+def _open(run: str, task: str | None = None, task_config: str | None = None):
+    """``(series, task)`` of a run argument and the --task / --task-config options."""
+    from mixprobe.tasks import task_for
+    from mixprobe.train.series import Series
+
+    series = Series.open(run)
+    return series, task_for(series, task, _json_config(task_config))
+
+
+def _json_config(text: str | None) -> dict | None:
+    if text is None:
+        return None
+    import json
+
+    from mixprobe.errors import TaskError
+
+    try:
+        cfg = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise TaskError(f"--task-config is not valid JSON ({e}); write e.g. '{{\"modulus\": 7}}'") from None
+    if not isinstance(cfg, dict):
+        raise TaskError("--task-config must be a JSON object of keyword arguments")
+    return cfg
+
+
 @app.command()
 @user_errors
 def verdict(
-    runs: list[Path] = typer.Argument(..., help="run folders (one per seed) holding series.json"),
-    target: str = typer.Option("rl", "--target", help="phase (or checkpoint name) to judge"),
-    reference: str = typer.Option("sft", "--reference", help="reference phase (its last checkpoint) or name"),
+    runs: list[str] = typer.Argument(..., help="one run per seed; " + RUN_HELP),
+    target: str | None = typer.Option(None, "--target", help="phase (its last checkpoint) or checkpoint to judge "
+                                      "(default: each run's last phase)"),
+    reference: str | None = typer.Option(None, "--reference", help="reference phase or checkpoint (default: each "
+                                         "run's first phase)"),
+    task: str | None = typer.Option(None, "--task", help=TASK_HELP),
+    task_config: str | None = typer.Option(None, "--task-config", help=TASK_CONFIG_HELP),
+    estimator: str = typer.Option("auto", "--estimator", help="auto (exact when the task has signature tokens), "
+                                  "exact or sampled"),
+    samples: int = typer.Option(16, "--samples", help="completions per prompt for the sampled estimator"),
+    seed: int = typer.Option(0, "--seed", help="seed of the sampled completions and of the bootstrap"),
     out: Path | None = typer.Option(None, "--out", help="write the verdict JSON here"),
 ) -> None:
-    """Reweight, rewrite, both or undecided: compare reference and target checkpoints of each run (seed)."""
+    """Reweight, rewrite, both, off the mixture, or undecided: compare reference and target checkpoints of each run."""
     from mixprobe.mixture.verdict import assess, combine
-    from mixprobe.train.pipeline import load_checkpoint, organism_of
-    from mixprobe.train.series import Series
 
     evidence = {}
     for run in runs:
-        s = Series.load(run)
-        pick = lambda key: s.get(key) if any(c.name == key for c in s.checkpoints) else s.last(key)  # noqa: E731
-        ref, tgt = pick(reference), pick(target)
-        evidence[s.seed] = assess(load_checkpoint(s.path(ref)), load_checkpoint(s.path(tgt)), organism_of(s))
+        s, t = _open(run, task, task_config)
+        ref = s.pick(reference or s.phases[0])
+        tgt = s.pick(target or s.phases[-1])
+        if ref.name == tgt.name:
+            from mixprobe.errors import CheckpointError
+
+            raise CheckpointError(f"reference and target are the same checkpoint {ref.name!r} in {run}; name two "
+                                  f"phases (--reference/--target); phases: {s.phases}")
+        key = s.label
+        while key in evidence:
+            key = f"{key}'"
+        evidence[key] = assess(s.handle(ref), s.handle(tgt), t, estimator=estimator, n_samples=samples, seed=seed)
+        console.print(f"  {key}: {ref.name} → {tgt.name}: {evidence[key].label:<11} gate shift "
+                      f"{evidence[key].gate_shift:.3f}  component change {evidence[key].component_change:.3f}  "
+                      f"off-mixture {evidence[key].intervals['off_mixture']['point']:.3f} ({evidence[key].estimator})")
     v = combine(evidence)
     console.print(f"[bold]{v.label.upper()}[/bold] — {v.summary()}")
-    for seed, e in sorted(evidence.items()):
-        console.print(f"  seed {seed}: {e.label:<9} gate shift {e.gate_shift:.3f}  component change "
-                      f"{e.component_change:.3f}")
     if out:
         _write_json(out, v.to_dict())
 
@@ -178,32 +221,36 @@ def verdict(
 @app.command()
 @user_errors
 def report(
-    run_dir: Path = typer.Argument(..., help="a run folder holding series.json (e.g. from `mixprobe demo`)"),
-    out: Path | None = typer.Option(None, "--out", help="output folder (default RUN_DIR/report)"),
+    run: str = typer.Argument(..., help=RUN_HELP),
+    out: Path | None = typer.Option(None, "--out", help="output folder (default RUN/report)"),
+    task: str | None = typer.Option(None, "--task", help=TASK_HELP),
+    task_config: str | None = typer.Option(None, "--task-config", help=TASK_CONFIG_HELP),
+    estimator: str = typer.Option("auto", "--estimator", help="auto, exact or sampled (the verdict sections)"),
+    samples: int = typer.Option(16, "--samples", help="completions per prompt for sampled statistics"),
+    probes: bool = typer.Option(True, "--probes/--no-probes", help="include probe and steering sections"),
+    patching: bool = typer.Option(True, "--patching/--no-patching", help="include the patching section"),
 ) -> None:
-    """Write a self-contained HTML report (figures embedded) and its JSON for a checkpoint series."""
+    """Write a self-contained HTML report (figures embedded) and its JSON for a run; exit 1 if a section failed."""
+    import json
+
     from mixprobe.report.run_report import build_run_report
 
-    path = build_run_report(run_dir, out)
+    series, t = _open(run, task, task_config)
+    path = build_run_report(series, out, task=t, estimator=estimator, n_samples=samples, include_probes=probes,
+                            include_patching=patching)
+    data = json.loads(path.with_suffix(".json").read_text())
+    for name, why in data.get("not_applicable", {}).items():
+        console.print(f"{name}: does not apply — {why}")
     console.print(f"wrote {path} and {path.with_suffix('.json')}")
-
-
-def _series(run_dir: Path):
-    from mixprobe.train.series import Series
-
-    return Series.load(run_dir)
+    if data.get("errors"):
+        for name, msg in data["errors"].items():
+            err_console.print(f"[bold red]section {name} failed:[/] {msg}", highlight=False, soft_wrap=True)
+        raise typer.Exit(1)
 
 
 def _pick(series, key: str) -> str:
     """A checkpoint name, or a phase name meaning that phase's last checkpoint."""
-    from mixprobe.errors import CheckpointError
-
-    if any(c.name == key for c in series.checkpoints):
-        return key
-    if series.phase(key):
-        return series.last(key).name
-    raise CheckpointError(f"{key!r} is neither a checkpoint nor a phase of {series.run_dir}; checkpoints: "
-                          f"{[c.name for c in series.checkpoints]}")
+    return series.pick(key).name
 
 
 def _defaults(config: Path | None, section: str) -> dict:
@@ -251,67 +298,66 @@ def _print_rows(rows: list[dict], title: str) -> None:
 @app.command()
 @user_errors
 def capture(
-    run_dir: Path = typer.Argument(..., help="run folder holding series.json"),
+    run: str = typer.Argument(..., help=RUN_HELP),
     store: Path = typer.Option(..., "--store", help="activation store folder (resumed if it exists)"),
     sites: str = typer.Option("resid_post", "--sites", help="comma-separated sites, e.g. resid_post or "
                               "resid_pre.0,mlp_out.1,final_norm (a family name means every layer)"),
     positions: str = typer.Option("last_prompt", "--positions", help="last_prompt, mode_token or all"),
     prompts: Path | None = typer.Option(None, "--prompts", help="text file, one prompt per line "
-                                        "(default: the organism's prompt set)"),
+                                        "(default: the task's prompts)"),
+    task: str | None = typer.Option(None, "--task", help=TASK_HELP),
+    task_config: str | None = typer.Option(None, "--task-config", help=TASK_CONFIG_HELP),
     checkpoints: str | None = typer.Option(None, "--checkpoints", help="comma-separated checkpoint or phase "
                                            "names (default: all)"),
     batch_size: int = typer.Option(64, "--batch-size"),
 ) -> None:
-    """Capture activations at SITES × POSITIONS for every checkpoint of a series into a resumable store."""
+    """Capture activations at SITES × POSITIONS for every checkpoint of a run into a resumable store."""
     from mixprobe.capture import capture as run_capture
     from mixprobe.errors import DataError
-    from mixprobe.train.pipeline import organism_of
+    from mixprobe.train.series import Series
 
-    series = _series(run_dir)
+    series = Series.open(run)
     if prompts is not None:
         if not prompts.exists():
             raise DataError(f"prompt file {prompts} does not exist")
         texts = [ln for ln in prompts.read_text().splitlines() if ln.strip()]
     else:
-        texts = [r["prompt"] for r in organism_of(series).prompt_set()]
-    source = series
-    if checkpoints:
-        names = [_pick(series, k.strip()) for k in checkpoints.split(",")]
-        source = [series.path(n) for n in names]
-        kw = {"names": names}
-    else:
-        kw = {}
-    st = run_capture(source, texts, [x.strip() for x in sites.split(",")], positions, store=store,
-                     batch_size=batch_size, **kw)
+        _, t = _open(run, task, task_config)
+        texts = [p.text for p in t.prompts]
+    names = [_pick(series, k.strip()) for k in checkpoints.split(",")] if checkpoints else series.names()
+    st = run_capture([series.path(n) for n in names], texts, [x.strip() for x in sites.split(",")], positions,
+                     store=store, batch_size=batch_size, names=names)
     console.print(f"store {store}: {len(texts)} prompts; {st}")
 
 
 @app.command()
 @user_errors
 def probe(
-    run_dir: Path = typer.Argument(..., help="run folder holding series.json"),
+    run: str = typer.Argument(..., help=RUN_HELP),
     checkpoints: str | None = typer.Option(None, "--checkpoints", help="comma-separated checkpoint or phase "
                                            "names for the layer sweep (default: the last of each phase)"),
     gate_site: str | None = typer.Option(None, "--gate-site", help="site of the gate readout (default resid_post.1)"),
     seed: int | None = typer.Option(None, "--seed", help="seed of the prompt split"),
+    task: str | None = typer.Option(None, "--task", help=TASK_HELP),
+    task_config: str | None = typer.Option(None, "--task-config", help=TASK_CONFIG_HELP),
     config: Path | None = typer.Option(None, "--config", help="TOML file with a [probe] table (experiments/)"),
     out: Path | None = typer.Option(None, "--out", help="write the JSON here"),
 ) -> None:
-    """Probe layer sweep (expressed component) per checkpoint and the gate readout across the whole series."""
+    """Probe layer sweep (which component is forced) per checkpoint and the gate readout across the whole series."""
     from mixprobe.mixture.studies import gate_readout_study, probe_layer_sweep
     from mixprobe.report.probe_sections import _phase_lasts
 
     cfg = _defaults(config, "probe")
-    series = _series(run_dir)
+    series, t = _open(run, task, task_config)
     seed = seed if seed is not None else int(cfg.get("seed", 0))
     names = ([_pick(series, k.strip()) for k in checkpoints.split(",")] if checkpoints
              else [_pick(series, k) for k in cfg["checkpoints"]] if "checkpoints" in cfg else _phase_lasts(series))
-    sweep = probe_layer_sweep(series, checkpoints=names, seed=seed, C=float(cfg.get("C", 100.0)))
-    _print_rows(sweep.table(), "held-out accuracy of the expressed-component probe, by site")
-    readout = gate_readout_study(series, site=gate_site or cfg.get("gate_site", "resid_post.1"), seed=seed,
+    sweep = probe_layer_sweep(series, task=t, checkpoints=names, seed=seed, C=float(cfg.get("C", 100.0)))
+    _print_rows(sweep.table(), "held-out accuracy of the forced-component probe, by site")
+    readout = gate_readout_study(series, task=t, site=gate_site or cfg.get("gate_site", "resid_post.1"), seed=seed,
                                  C=float(cfg.get("gate_C", 10.0)))
     _print_rows(readout.rows, f"gate readout at {readout.site} (last prompt token)")
-    console.print(f"Spearman(readout, sampled m1 frequency) = {readout.spearman:.3f}")
+    console.print(f"Spearman(readout, {readout.extra['against']}) = {readout.spearman:.3f}")
     if out:
         _write_json(out, {"probe_sweep": sweep.to_dict(), "gate_readout": readout.to_dict()})
 
@@ -319,11 +365,15 @@ def probe(
 @app.command()
 @user_errors
 def steer(
-    run_dir: Path = typer.Argument(..., help="run folder holding series.json"),
-    checkpoint: str = typer.Option("rl", "--checkpoint", help="checkpoint name, or a phase (its last checkpoint)"),
-    toward: str = typer.Option("m2", "--toward", help="component to steer toward"),
+    run: str = typer.Argument(..., help=RUN_HELP),
+    checkpoint: str | None = typer.Option(None, "--checkpoint", help="checkpoint name, or a phase (its last "
+                                          "checkpoint); default: the last phase"),
+    toward: str | None = typer.Option(None, "--toward", help="component to steer toward (default: the task's "
+                                      "last component)"),
     alphas: str | None = typer.Option(None, "--alphas", help="comma-separated strengths, e.g. 0,2,4,8,12"),
     samples: int = typer.Option(8, "--samples", help="sampled completions per prompt"),
+    task: str | None = typer.Option(None, "--task", help=TASK_HELP),
+    task_config: str | None = typer.Option(None, "--task-config", help=TASK_CONFIG_HELP),
     config: Path | None = typer.Option(None, "--config", help="TOML file with a [steer] table (experiments/)"),
     out: Path | None = typer.Option(None, "--out", help="write the JSON here"),
 ) -> None:
@@ -331,10 +381,11 @@ def steer(
     from mixprobe.mixture.studies import steering_dose_response
 
     cfg = _defaults(config, "steer")
-    series = _series(run_dir)
-    name = _pick(series, checkpoint)
+    series, t = _open(run, task, task_config)
+    name = _pick(series, checkpoint or series.phases[-1])
     grid = _floats(alphas) if alphas else [float(a) for a in cfg.get("alphas", [0, 2, 4, 8, 12])]
-    rows = steering_dose_response(series, name, toward=toward, alphas=grid, n_samples=samples,
+    toward = toward or t.component_names[-1]
+    rows = steering_dose_response(series, name, toward=toward, task=t, alphas=grid, n_samples=samples,
                                   seed=int(cfg.get("seed", 0)))
     _print_rows(rows, f"steering {name} toward {toward}")
     if out:
@@ -344,22 +395,26 @@ def steer(
 @app.command()
 @user_errors
 def patch(
-    run_dir: Path = typer.Argument(..., help="run folder holding series.json"),
-    source: str = typer.Option("sft", "--source", help="phase whose last checkpoint provides activations/weights"),
-    target: str = typer.Option("rl", "--target", help="phase whose last checkpoint is patched"),
+    run: str = typer.Argument(..., help=RUN_HELP),
+    source: str | None = typer.Option(None, "--source", help="phase whose last checkpoint provides "
+                                      "activations/weights (default: the first phase)"),
+    target: str | None = typer.Option(None, "--target", help="phase whose last checkpoint is patched (default: the "
+                                      "last phase)"),
+    task: str | None = typer.Option(None, "--task", help=TASK_HELP),
+    task_config: str | None = typer.Option(None, "--task-config", help=TASK_CONFIG_HELP),
     out: Path = typer.Option(..., "--out", help="folder for patching.html, patching.json (heatmap embedded)"),
 ) -> None:
     """Cross-checkpoint patching: activation sweep (sites × positions) and parameter groups, source → target."""
     from mixprobe.report.analysis_sections import patching_sections
     from mixprobe.report.page import write_report
 
-    series = _series(run_dir)
-    secs, data = patching_sections(series, target_phase=target, source_phase=source)
+    series, t = _open(run, task, task_config)
+    secs, data = patching_sections(series, target_phase=target, source_phase=source, task=t)
     if not secs:
         from mixprobe.errors import PatchingError
 
         raise PatchingError(f"nothing to patch: {data.get('skipped', 'no sections')}")
-    path = write_report(secs, out, data, title=f"patching {source} → {target}", subtitle=str(run_dir))
+    path = write_report(secs, out, data, title=f"patching {data['source']} → {data['target']}", subtitle=str(run))
     console.print(secs[0].text)
     console.print(f"wrote {path} and {path.with_suffix('.json')}")
 

@@ -22,16 +22,7 @@ from pathlib import Path
 
 from mixprobe.io import atomic_write_json
 from mixprobe.train.pipeline import TrainConfig, evaluate_series, train_rl, train_sft
-from mixprobe.train.series import Series
-
-
-def series_results(series: Series, **extra: object) -> dict:
-    """The ``results.json`` object of an evaluated series."""
-    cps = []
-    order = {p: i for i, p in enumerate(dict.fromkeys(c.phase for c in series.checkpoints))}
-    for c in sorted(series.checkpoints, key=lambda c: (order[c.phase], c.step)):
-        cps.append({"name": c.name, "phase": c.phase, "step": c.step, "path": str(series.path(c)), **c.metrics})
-    return {"organism": series.organism, "seed": series.seed, **extra, "checkpoints": cps}
+from mixprobe.train.series import series_results
 
 
 def run_demo(out: str | Path, *, seed: int = 0, rl_tag: str = "A", overwrite: bool = False,

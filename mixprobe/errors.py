@@ -94,3 +94,7 @@ class TokenizerMismatchError(CheckpointError):
 
 class TrainingFailedError(MixprobeError):
     """Training finished but the model did not learn what the next stage needs (e.g. SFT before RL)."""
+
+
+class TaskError(MixprobeError, ValueError):
+    """A task (mixprobe.tasks) that cannot be used: bad definition, factory that does not import, bad recogniser."""

@@ -211,7 +211,7 @@ wd = weight_diff(sft[0], rl[0])
 print(f"unchanged parameters: {wd['unchanged_share']:.1%}")
 print({k: round(v, 3) for k, v in wd["layer_norm_share"].items()})"""),
     ("code", """import copy
-from mixprobe.train.revival import revival_steps
+from mixprobe.mixture.revival import revival_steps
 rev = revival_steps(copy.deepcopy(rl[0]), rl[1], organism, tag="B", threshold=0.9, max_steps=80)
 print("SFT steps to revive <B>:", rev["steps"])
 assert rev["steps"] is not None and rev["steps"] < 80      # 12 seeds: 27–37 steps"""),

@@ -1,79 +1,305 @@
-"""Read a checkpoint as a mixture: gate weights and per-component answer distributions, exactly.
+"""Read a checkpoint as a mixture on a task: gate, off-mixture mass, and each forced component, two ways.
 
-Problem: "reweight or rewrite" is a statement about two objects — the gate ``w(x)`` and the components
-``π_k(· | x)`` — so we need both, per prompt, without sampling noise. Mechanism: for organisms whose components
-open with distinct signature tokens, the model's next-token distribution at the last prompt token restricted to
-those tokens *is* the gate (renormalized; the leftover mass is reported as ``off_mixture``), and the
-next-token distribution after a prefilled signature *is* the component's answer distribution (docs/concepts.md,
-forced components). Both come from a handful of batched forward passes.
+Problem: "reweight or rewrite" is a statement about two objects — the gate ``w(x)`` (which component is
+expressed on prompt ``x``) and the components ``π_k(· | x)`` — so we need both, per prompt, for any task.
+Mechanism: :func:`mixture_view` runs one of two estimators on a :class:`~mixprobe.tasks.Task`:
+
+- **exact** (tasks whose components declare signature tokens): the next-token distribution at the last prompt
+  token restricted to the signatures' first tokens *is* the probability of expressing each component; the rest is
+  ``off_mixture``. Each component's answer distribution is the next-token distribution after the forced prompt
+  (over the task's ``answer_tokens`` when given, renormalised; else the whole vocabulary). No sampling noise.
+- **sampled** (any task): ``n_samples`` completions per prompt from the model's own generation (temperature 1),
+  each attributed by the task's ``recognise`` — unclaimed ones count as ``off_mixture``; and ``n_samples``
+  completions per prompt with each component forced, scored by the task's ``score`` and kept as text, so two
+  checkpoints' components can be compared by outcome and by their completion distribution.
+
+``share[x, k]`` is the probability that the model expresses component ``k`` on ``x`` (``share`` and
+``off_mixture`` sum to 1); ``gate`` is ``share`` renormalised over the components.
 
 Example:
     >>> from mixprobe.organisms.tag_mixture import TagMixture
     >>> from mixprobe.organisms.tokenizer import build_word_tokenizer
     >>> from mixprobe.organisms.configs import tiny_model
+    >>> from mixprobe.models import ModelHandle
     >>> org = TagMixture(); tok = build_word_tokenizer(org.vocabulary())
-    >>> view = mixture_view(tiny_model("llama", vocab_size=len(tok)), tok, org)
-    >>> view.gate.shape, view.answers.shape   # [prompts, components], [components, prompts, answers]
-    (torch.Size([98, 2]), torch.Size([2, 98, 7]))
+    >>> h = ModelHandle(tiny_model("llama", vocab_size=len(tok)), tok)
+    >>> view = mixture_view(h, org.task())
+    >>> view.estimator, tuple(view.gate.shape), tuple(view.answers.shape)   # [prompts, K], [K, prompts, answers]
+    ('exact', (98, 2), (2, 98, 7))
+    >>> mixture_view(h, org.task(), estimator="sampled", n_samples=2).share.shape
+    torch.Size([98, 2])
 
-Constraints: answers are single tokens (the built-in organisms); accepts a ModelHandle or ``(model, tokenizer)``.
+Constraints: prompts are run in batches of ``batch_size``; generation uses the tokenizer's pad and EOS tokens.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 
+from mixprobe.errors import TaskError
+from mixprobe.tasks import Task, as_task
 from mixprobe.train.evaluate import next_token_probs
+
+ESTIMATORS = ("exact", "sampled", "auto")
+
+
+def as_handle(obj, tokenizer=None):
+    """A :class:`~mixprobe.models.ModelHandle` from a handle, a ``(model, tokenizer)`` pair, or model + tokenizer."""
+    from mixprobe.models.handle import ModelHandle
+
+    if isinstance(obj, ModelHandle):
+        return obj
+    if isinstance(obj, tuple) and len(obj) == 2:
+        return ModelHandle(*obj)
+    if tokenizer is None:
+        raise TypeError("pass a ModelHandle, a (model, tokenizer) pair, or a model with its tokenizer")
+    return ModelHandle(obj, tokenizer)
 
 
 def unwrap(obj, tokenizer=None):
     """``(model, tokenizer)`` from a ModelHandle, a ``(model, tokenizer)`` pair, or a model plus ``tokenizer``."""
-    if hasattr(obj, "model") and hasattr(obj, "tokenizer"):
-        return obj.model, obj.tokenizer
-    if isinstance(obj, tuple) and len(obj) == 2:
-        return obj
-    if tokenizer is None:
-        raise TypeError("pass a ModelHandle, a (model, tokenizer) pair, or a model with tokenizer=")
-    return obj, tokenizer
+    h = as_handle(obj, tokenizer)
+    return h.model, h.tokenizer
 
 
 @dataclass
 class MixtureView:
-    """Exact gate and component distributions of one checkpoint on an organism's prompt set."""
+    """One checkpoint read as a mixture on ``task`` by one estimator (see the module docstring)."""
 
-    components: tuple[str, ...]
-    tags: list[str]
-    rows: list[dict]
-    gate: torch.Tensor         # [n_prompts, K] gate weights, renormalized over component signatures
-    off_mixture: torch.Tensor  # [n_prompts] probability mass on tokens that open no component
-    answers: torch.Tensor      # [K, n_prompts, n_answers] answer distribution of each forced component
-    answer_tokens: list[str]
+    estimator: str
+    task: Task
+    share: torch.Tensor            # [n, K] P(component k expressed | x)
+    off_mixture: torch.Tensor      # [n] mass that no component claims
+    forced_score: torch.Tensor     # [K, n] expected outcome with component k forced (NaN: not measured)
+    forced_recognised: torch.Tensor  # [K, n] share of forced completions recognised as k (exact: 1)
+    answers: torch.Tensor | None = None           # exact: [K, n, A] next-token distribution after forcing
+    answer_tokens: list[str] | None = None        # exact: the A tokens of ``answers`` (None: whole vocabulary)
+    texts: list[list[str]] | None = None          # sampled: [n][N] unforced completions
+    labels: list[list[str | None]] | None = None  # sampled: [n][N] recognised component of each (None: off)
+    outcome: torch.Tensor | None = None           # sampled: [n] mean score of the unforced completions
+    forced_texts: dict[str, list[list[str]]] | None = None  # sampled: component -> [n][N] forced completions
+    n_samples: int = 0
+    extra: dict = field(default_factory=dict)
 
-    def tag_index(self, tag: str) -> torch.Tensor:
-        return torch.tensor([i for i, r in enumerate(self.rows) if r["tag"] == tag])
+    @property
+    def components(self) -> tuple[str, ...]:
+        return self.task.component_names
+
+    @property
+    def cues(self) -> list[str]:
+        return list(self.task.cues)
+
+    tags = cues
+
+    @property
+    def prompts(self):
+        return self.task.prompts
+
+    @property
+    def rows(self) -> list[dict]:
+        return [{"prompt": p.text, "tag": p.cue, "answer": p.target, **dict(p.meta)} for p in self.task.prompts]
+
+    @property
+    def gate(self) -> torch.Tensor:
+        """``share`` renormalised over the components (rows with no recognised mass: NaN)."""
+        total = self.share.sum(-1, keepdim=True)
+        return torch.where(total > 0, self.share / total.clamp_min(1e-12), torch.full_like(self.share, float("nan")))
+
+    def tag_index(self, cue: str) -> torch.Tensor:
+        return torch.tensor(self.task.cue_index(cue))
+
+    cue_index = tag_index
 
     def correct(self) -> torch.Tensor:
-        """[n_prompts] index of the correct answer among ``answer_tokens``."""
-        return torch.tensor([self.answer_tokens.index(str(r["answer"])) for r in self.rows])
+        """[n] index of each prompt's target among ``answer_tokens`` (exact views with answer tokens)."""
+        if self.answer_tokens is None:
+            raise TaskError(f"task {self.task.name!r} declares no answer_tokens; forced answers are not indexed")
+        return torch.tensor([self.answer_tokens.index(str(p.target)) for p in self.task.prompts])
+
+    def summary(self) -> dict:
+        """Per cue: ``accuracy`` (mean outcome; sampled views), ``mode_frequency`` (share of each component),
+        ``off_mixture``, ``forced_accuracy`` (mean outcome with each component forced), ``forced_recognised``."""
+        out: dict = {"accuracy": {}, "mode_frequency": {}, "off_mixture": {}, "forced_accuracy": {},
+                     "forced_recognised": {}}
+        for cue in self.cues:
+            idx = self.task.cue_index(cue)
+            out["accuracy"][cue] = float(self.outcome[idx].mean()) if self.outcome is not None else float("nan")
+            out["mode_frequency"][cue] = {c: float(self.share[idx, k].mean()) for k, c in enumerate(self.components)}
+            out["off_mixture"][cue] = float(self.off_mixture[idx].mean())
+            out["forced_accuracy"][cue] = {c: float(self.forced_score[k, idx].mean())
+                                           for k, c in enumerate(self.components)}
+            out["forced_recognised"][cue] = {c: float(self.forced_recognised[k, idx].mean())
+                                             for k, c in enumerate(self.components)}
+        return out
+
+    def counts(self, cue: str) -> dict[str, tuple[int, int]]:
+        """Sampled views: ``{component | "off_mixture": (successes, trials)}`` pooled over the cue's prompts."""
+        if self.estimator != "sampled":
+            raise TaskError("counts() needs a sampled view (estimator='sampled')")
+        idx = self.task.cue_index(cue)
+        trials = len(idx) * self.n_samples
+        out = {c: (int(round(float(self.share[idx, k].sum()) * self.n_samples)), trials)
+               for k, c in enumerate(self.components)}
+        out["off_mixture"] = (int(round(float(self.off_mixture[idx].sum()) * self.n_samples)), trials)
+        return out
 
 
-def mixture_view(model, tokenizer, organism, *, batch_size: int = 512) -> MixtureView:
-    model, tokenizer = unwrap(model, tokenizer)
-    rows = organism.prompt_set()
-    prompts = [r["prompt"] for r in rows]
+def _token_id(tokenizer, token: str, what: str) -> int:
     vocab = tokenizer.get_vocab()
-    comps = organism.components
-    answer_tokens = [str(i) for i in range(organism.config.modulus)]
-    ans_ids = torch.tensor([vocab[a] for a in answer_tokens])
-    probs = next_token_probs(model, tokenizer, prompts, batch_size)
-    sig = torch.tensor([vocab[organism.signature(c)[0]] for c in comps])
-    mass = probs[:, sig]
-    total = mass.sum(-1, keepdim=True).clamp_min(1e-12)
-    answers = []
-    for c in comps:
-        pre = " " + " ".join(organism.signature(c))
-        pr = next_token_probs(model, tokenizer, [p + pre for p in prompts], batch_size)[:, ans_ids]
-        answers.append(pr / pr.sum(-1, keepdim=True).clamp_min(1e-12))
-    return MixtureView(components=comps, tags=list(organism.config.tags), rows=rows, gate=mass / total,
-                       off_mixture=1 - total[:, 0], answers=torch.stack(answers), answer_tokens=answer_tokens)
+    if token not in vocab:
+        raise TaskError(f"{what} {token!r} is not a token of this tokenizer; declare signature/answer tokens as they "
+                        "appear in the vocabulary, or use estimator='sampled'")
+    return vocab[token]
+
+
+def resolve_estimator(task: Task, estimator: str) -> str:
+    if estimator not in ESTIMATORS:
+        raise TaskError(f"unknown estimator {estimator!r}; choose one of {ESTIMATORS}")
+    if estimator == "auto":
+        return "exact" if task.has_signatures else "sampled"
+    if estimator == "exact" and not task.has_signatures:
+        raise TaskError(f"task {task.name!r} declares no signature tokens, so the exact estimator does not apply; "
+                        "use estimator='sampled' (or 'auto')")
+    return estimator
+
+
+def exact_view(handle, task: Task, *, batch_size: int = 512) -> MixtureView:
+    """The exact estimator (see the module docstring)."""
+    model, tok = handle.model, handle.tokenizer
+    prompts = task.prompts
+    texts = [p.text for p in prompts]
+    probs = next_token_probs(model, tok, texts, batch_size)
+    sig = torch.tensor([_token_id(tok, c.signature[0], f"signature of {c.name!r}") for c in task.components])
+    share = probs[:, sig]
+    off = (1 - share.sum(-1)).clamp_min(0)
+    ans_ids = None
+    if task.answer_tokens is not None:
+        ans_ids = torch.tensor([_token_id(tok, a, "answer token") for a in task.answer_tokens])
+    answers, fscore = [], []
+    for c in task.components:
+        pr = next_token_probs(model, tok, [task.forced_prompt(c, p) for p in prompts], batch_size)
+        if ans_ids is not None:
+            pr = pr[:, ans_ids]
+            pr = pr / pr.sum(-1, keepdim=True).clamp_min(1e-12)
+            opening = tok.decode(_suffix_ids(tok, [task.forced_prompt(c, prompts[0])], [prompts[0].text])[0])
+            outcome = torch.tensor([[task.score_checked(f"{opening} {a}".strip(), p) for a in task.answer_tokens]
+                                    for p in prompts])
+            fscore.append((pr * outcome).sum(-1))
+        else:
+            fscore.append(torch.full((len(prompts),), float("nan")))
+        answers.append(pr)
+    K = len(task.components)
+    return MixtureView("exact", task, share=share, off_mixture=off, forced_score=torch.stack(fscore),
+                       forced_recognised=torch.ones(K, len(prompts)), answers=torch.stack(answers),
+                       answer_tokens=list(task.answer_tokens) if task.answer_tokens is not None else None)
+
+
+def _suffix_ids(tok, forced: list[str], base: list[str]) -> list[list[int]]:
+    """Token ids of each forced text beyond its longest common prefix with the base prompt (the ``after`` part)."""
+    out = []
+    for f, b in zip(tok(forced)["input_ids"], tok(base)["input_ids"]):
+        n = 0
+        while n < min(len(f), len(b)) and f[n] == b[n]:
+            n += 1
+        out.append(list(f[n:]))
+    return out
+
+
+@torch.no_grad()
+def complete(handle, texts: list[str], *, n_samples: int, seed: int, max_new_tokens: int, base: list[str] | None = None,
+             batch_size: int = 512, temperature: float = 1.0, greedy: bool = False) -> list[list[str]]:
+    """``n_samples`` completions per text (a private, seeded RNG stream), decoded with special tokens dropped.
+
+    ``base``: the unforced prompts; the tokens a forced text adds after its base prompt (the ``after`` text) are
+    decoded together with the generated ones, so the completion reads as the model's answer would (``"m2 3"``).
+    """
+    model, tok = handle.model, handle.tokenizer
+    device = next(model.parameters()).device
+    suffix = _suffix_ids(tok, texts, base) if base is not None else [[] for _ in texts]
+    res: list[list[str]] = []
+    was_training = model.training
+    model.eval()
+    step = max(1, batch_size // n_samples)
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+        torch.manual_seed(seed)
+        for i in range(0, len(texts), step):
+            chunk = texts[i:i + step]
+            enc = tok(chunk, return_tensors="pt", padding=True).to(device)
+            kw = dict(do_sample=False) if greedy else dict(do_sample=True, temperature=temperature, top_k=0, top_p=1.0)
+            gen = model.generate(**enc, **kw, max_new_tokens=max_new_tokens, num_return_sequences=n_samples,
+                                 pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id)
+            new = gen[:, enc["input_ids"].shape[1]:].tolist()
+            for j in range(len(chunk)):
+                res.append([tok.decode(suffix[i + j] + new[j * n_samples + r], skip_special_tokens=True)
+                            for r in range(n_samples)])
+    model.train(was_training)
+    return res
+
+
+def sampled_view(handle, task: Task, *, n_samples: int = 16, seed: int = 0, batch_size: int = 512,
+                 temperature: float = 1.0, forced: bool = True) -> MixtureView:
+    """The sampled estimator (see the module docstring); forced completions include the forced ``after`` text.
+
+    ``forced=False`` skips the forced completions (``forced_score`` is then NaN): gate and outcome only.
+    """
+    if n_samples < 1:
+        raise TaskError(f"n_samples must be >= 1, got {n_samples}")
+    prompts = task.prompts
+    names = task.component_names
+    K, n = len(names), len(prompts)
+
+    base = [p.text for p in prompts]
+
+    def draw(texts, offset):
+        return complete(handle, texts, n_samples=n_samples, seed=seed + offset, max_new_tokens=task.max_new_tokens,
+                        base=base, batch_size=batch_size, temperature=temperature)
+
+    free = draw(base, 0)
+    share = torch.zeros(n, K)
+    off = torch.zeros(n)
+    labels = [[task.recognise_checked(text, p) for text in outs] for p, outs in zip(prompts, free)]
+    for i, lab in enumerate(labels):
+        for got in lab:
+            if got is None:
+                off[i] += 1
+            else:
+                share[i, names.index(got)] += 1
+    outcome = torch.tensor([sum(task.score_checked(t, p) for t in outs) / n_samples for p, outs in zip(prompts, free)])
+    forced_texts: dict[str, list[list[str]]] = {}
+    fscore = torch.zeros(K, n)
+    frec = torch.zeros(K, n)
+    for k, c in enumerate(task.components if forced else ()):
+        outs = draw([task.forced_prompt(c, p) for p in prompts], 1000 * (k + 1))
+        forced_texts[c.name] = outs
+        for i, (p, o) in enumerate(zip(prompts, forced_texts[c.name])):
+            fscore[k, i] = sum(task.score_checked(t, p) for t in o) / n_samples
+            frec[k, i] = sum(task.recognise_checked(t, p) == c.name for t in o) / n_samples
+    if not forced:
+        fscore.fill_(float("nan"))
+        frec.fill_(float("nan"))
+    return MixtureView("sampled", task, share=share / n_samples, off_mixture=off / n_samples, forced_score=fscore,
+                       forced_recognised=frec, texts=free, labels=labels, outcome=outcome,
+                       forced_texts=forced_texts if forced else None, n_samples=n_samples)
+
+
+def mixture_view(model, *args: Any, estimator: str = "exact", n_samples: int = 16, seed: int = 0,
+                 batch_size: int = 512) -> MixtureView:
+    """Read one checkpoint as a mixture: ``mixture_view(handle, task)`` (or ``(model, tokenizer, task)``).
+
+    ``task``: a :class:`~mixprobe.tasks.Task` or an organism (its ``task()``). ``estimator``: ``"exact"``
+    (signature tokens needed), ``"sampled"`` (``n_samples`` completions per prompt, seeded) or ``"auto"``
+    (exact when the task allows it).
+    """
+    if len(args) == 1:
+        handle, task = as_handle(model), args[0]
+    elif len(args) == 2:
+        handle, task = as_handle(model, args[0]), args[1]
+    else:
+        raise TypeError("call mixture_view(handle, task) or mixture_view(model, tokenizer, task)")
+    task = as_task(task)
+    kind = resolve_estimator(task, estimator)
+    if kind == "exact":
+        return exact_view(handle, task, batch_size=batch_size)
+    return sampled_view(handle, task, n_samples=n_samples, seed=seed, batch_size=batch_size)

@@ -18,10 +18,10 @@ Problem: probes need (activation, label) pairs. For a mixture there are two ques
 
 Example::
 
-    data = gate_dataset(series, organism, sites=["resid_post.0", "resid_post.1"])
+    data = gate_dataset(series, task, sites=["resid_post.0", "resid_post.1"])
     data.features["resid_post.1"].shape     # [n_checkpoints * n_prompts, d_model]
 
-Constraints: the organism's components open with distinct signature tokens (true for the built-in ones).
+Constraints: :func:`readout_direction` needs signature tokens; the datasets work for any task.
 """
 from __future__ import annotations
 
@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 import torch
 
 from mixprobe.mixture.components import mixture_view
+from mixprobe.tasks import as_task
 
 
 @dataclass
@@ -57,68 +58,75 @@ def _handle(model, tokenizer):
     return ModelHandle(model, tokenizer)
 
 
-def gate_dataset(series, organism, *, sites, checkpoints: list[str] | None = None, seed: int = 0) -> GateData:
-    """Last-prompt-token activations at ``sites`` for every prompt at every checkpoint (default: all)."""
-    from mixprobe.train.pipeline import load_checkpoint
+def gate_dataset(series, task, *, sites, checkpoints: list[str] | None = None, seed: int = 0,
+                 estimator: str = "auto", n_samples: int = 16) -> GateData:
+    """Last-prompt-token activations at ``sites`` for every prompt at every checkpoint (default: all).
 
+    The gate per row comes from :func:`mixture_view` with ``estimator`` (exact when the task has signature tokens;
+    sampled otherwise, where prompts with no recognised completion get a uniform gate).
+    """
+    task = as_task(task)
     names = checkpoints or [c.name for c in series.checkpoints]
-    rows = organism.prompt_set()
-    prompts = [r["prompt"] for r in rows]
+    prompts = [p.text for p in task.prompts]
     g = torch.Generator().manual_seed(seed)
     feats: dict[str, list[torch.Tensor]] = {}
     labels, gates, ck, tags = [], [], [], []
     site_names: list[str] = []
     for name in names:
-        model, tok = load_checkpoint(series.path(name))
-        h = _handle(model, tok)
+        h = series.handle(name)
         batch = h.tokenize(prompts)
         acts = h.read(batch, sites, "last_prompt")
         site_names = list(acts)
         for s, a in acts.items():
             feats.setdefault(s, []).append(a[:, 0].float().cpu())
-        view = mixture_view(model, tok, organism)
-        gates.append(view.gate)
-        labels.append(torch.multinomial(view.gate, 1, generator=g)[:, 0])
-        ck += [name] * len(rows)
-        tags += [r["tag"] for r in rows]
+        view = mixture_view(h, task, estimator=estimator, n_samples=n_samples, seed=seed)
+        gate = view.gate.nan_to_num(1.0 / len(task.components))
+        gates.append(gate)
+        labels.append(torch.multinomial(gate, 1, generator=g)[:, 0])
+        ck += [name] * len(prompts)
+        tags += [p.cue for p in task.prompts]
     return GateData(sites=site_names, features={s: torch.cat(v) for s, v in feats.items()},
                     labels=torch.cat(labels), gate=torch.cat(gates), checkpoint=ck, tag=tags,
-                    components=organism.components)
+                    components=task.component_names)
 
 
-def expressed_dataset(model, tokenizer, organism, *, sites) -> GateData:
-    """Answer-token activations with every component forced, labelled by component (teacher forcing)."""
+def expressed_dataset(model, tokenizer, task, *, sites) -> GateData:
+    """Activations at the last token of each forced prompt, labelled by the forced component.
+
+    With forcing by an ``after`` text (the tag mixture's signature) that token's output is the answer, so this reads
+    "which component is being expressed". With forcing by a ``before`` line the label is written in the input
+    itself: a probe reads it by construction (say so where you show it).
+    """
+    task = as_task(task)
     h = _handle(model, tokenizer)
-    rows = organism.prompt_set()
-    prompts, comps, labels, tags = [], [], [], []
-    for k, c in enumerate(organism.components):
-        for r in rows:
-            prompts.append(r["prompt"])
-            comps.append(organism.completion(c, r["tag"], r["a"], r["b"]))
+    prompts, labels, tags = [], [], []
+    for k, c in enumerate(task.components):
+        for p in task.prompts:
+            prompts.append(task.forced_prompt(c, p))
             labels.append(k)
-            tags.append(r["tag"])
-    batch = h.tokenize(prompts, comps)
-    sig_len = len(organism.signature(organism.components[0]))
-    # the last signature token: its output is the answer
-    idx = (batch.attention_mask.float().argmax(1) + batch.prompt_lengths + sig_len - 1).long()
-    mask = torch.zeros_like(batch.attention_mask, dtype=torch.bool)
-    mask[torch.arange(len(prompts)), idx] = True
-    acts = h.read(batch, sites, mask)
+            tags.append(p.cue)
+    acts = h.read(h.tokenize(prompts), sites, "last_prompt")
     return GateData(sites=list(acts), features={s: a[:, 0].float().cpu() for s, a in acts.items()},
                     labels=torch.tensor(labels), gate=torch.nn.functional.one_hot(torch.tensor(labels)).float(),
-                    checkpoint=["-"] * len(prompts), tag=tags, components=organism.components)
+                    checkpoint=["-"] * len(prompts), tag=tags, components=task.component_names,
+                    extra={"by_construction": any(c.before for c in task.components)})
 
 
-def readout_direction(model, tokenizer, organism, *, toward: str, away: str) -> torch.Tensor:
+def readout_direction(model, tokenizer, task, *, toward: str, away: str) -> torch.Tensor:
     """``W_U⁺ (e_toward − e_away)`` at ``final_norm``: +1 logit for ``toward``'s signature, −1 for ``away``'s."""
+    from mixprobe.errors import TaskError
     from mixprobe.mixture.components import unwrap
 
+    task = as_task(task)
+    if not task.has_signatures:
+        raise TaskError(f"task {task.name!r} declares no signature tokens, so there is no readout-defined selection "
+                        "direction; fit one from activations instead (mixprobe.steering.SteeringVector)")
     model, tokenizer = unwrap(model, tokenizer)
     W = model.get_output_embeddings().weight.detach().float()
     vocab = tokenizer.get_vocab()
     e = torch.zeros(W.shape[0])
-    e[vocab[organism.signature(toward)[0]]] = 1.0
-    e[vocab[organism.signature(away)[0]]] = -1.0
+    e[vocab[task.component(toward).signature[0]]] = 1.0
+    e[vocab[task.component(away).signature[0]]] = -1.0
     return torch.linalg.pinv(W) @ e
 
 

@@ -36,31 +36,56 @@ def _kl(p: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
 
 
 def responsibilities(view: MixtureView) -> dict[str, dict[str, float]]:
-    """``{cue: {component: mean gate weight}}``."""
-    return {t: {c: view.gate[view.tag_index(t), k].mean().item() for k, c in enumerate(view.components)}
+    """``{cue: {component: mean gate weight}}`` (prompts where a sampled gate is undefined are left out)."""
+    return {t: {c: view.gate[view.tag_index(t), k].nanmean().item() for k, c in enumerate(view.components)}
             for t in view.tags}
 
 
+def _modal(texts: list[str]) -> str:
+    norm = [" ".join(t.split()) for t in texts]
+    return max(sorted(set(norm)), key=norm.count) if norm else ""
+
+
 def forced_fidelity(tgt: MixtureView, ref: MixtureView | None = None) -> dict[str, dict[str, dict[str, float]]]:
-    """``{cue: {component: {"accuracy", "agreement", "kl"}}}`` of each forced component (vs ``ref`` if given)."""
-    correct = tgt.correct()
+    """``{cue: {component: {...}}}`` for each forced component (vs ``ref`` if given).
+
+    Every view: ``score`` (mean outcome with the component forced) and ``recognised`` (share of forced completions
+    the task attributes to that component: does forcing work?). Exact views with answer tokens add
+    ``accuracy`` (argmax answer correct) and, against ``ref``, ``agreement`` (same argmax answer) and ``kl``
+    (``KL(π_k,tgt ‖ π_k,ref)``); sampled views add ``agreement`` (same most frequent forced completion).
+    """
+    exact = tgt.estimator == "exact" and tgt.answer_tokens is not None
+    correct = tgt.correct() if exact else None
     out: dict[str, dict[str, dict[str, float]]] = {}
     for t in tgt.tags:
         idx = tgt.tag_index(t)
         out[t] = {}
         for k, c in enumerate(tgt.components):
-            a = tgt.answers[k, idx]
-            d = {"accuracy": (a.argmax(-1) == correct[idx]).float().mean().item()}
-            if ref is not None:
-                r = ref.answers[k, idx]
-                d["agreement"] = (a.argmax(-1) == r.argmax(-1)).float().mean().item()
-                d["kl"] = _kl(a, r).mean().item()
+            d = {"score": tgt.forced_score[k, idx].mean().item(), "recognised": tgt.forced_recognised[k, idx].mean().item()}
+            if exact:
+                a = tgt.answers[k, idx]
+                d["accuracy"] = (a.argmax(-1) == correct[idx]).float().mean().item()
+                if ref is not None:
+                    r = ref.answers[k, idx]
+                    d["agreement"] = (a.argmax(-1) == r.argmax(-1)).float().mean().item()
+                    d["kl"] = _kl(a, r).mean().item()
+            elif tgt.estimator == "sampled" and ref is not None and ref.forced_texts is not None:
+                same = [_modal(tgt.forced_texts[c][i]) == _modal(ref.forced_texts[c][i]) for i in idx.tolist()]
+                d["agreement"] = sum(same) / len(same)
             out[t][c] = d
     return out
 
 
 def kl_split(tgt: MixtureView, ref: MixtureView) -> dict[str, dict[str, float]]:
-    """Per cue: total ``KL(π_t ‖ π_ref)`` over (component, answer), its gate term and its component term."""
+    """Per cue: total ``KL(π_t ‖ π_ref)`` over (component, answer), its gate term and its component term.
+
+    Exact views only (the chain rule needs the distributions, not samples).
+    """
+    if tgt.estimator != "exact" or ref.estimator != "exact":
+        from mixprobe.errors import TaskError
+
+        raise TaskError("the KL split needs exact views (a task with signature tokens); sampled views give "
+                        "gate shift and component change only")
     gate_kl = _kl(tgt.gate, ref.gate)                                   # [n]
     comp_kl = _kl(tgt.answers, ref.answers)                             # [K, n]
     comp_term = (tgt.gate.T * comp_kl).sum(0)                           # [n]
@@ -90,12 +115,15 @@ def pass_at_k_table(model, tokenizer, organism, *, ks: tuple[int, ...] = (1, 4, 
     from mixprobe.mixture.components import unwrap
     from mixprobe.train.evaluate import sample_completions
 
+    from mixprobe.tasks import as_task
+
     model, tokenizer = unwrap(model, tokenizer)
-    rows = organism.prompt_set()
-    samples = sample_completions(model, tokenizer, [r["prompt"] for r in rows], n_samples=n, seed=seed)
+    task = as_task(organism)
+    samples = sample_completions(model, tokenizer, [p.text for p in task.prompts], n_samples=n, seed=seed,
+                                 max_new_tokens=task.max_new_tokens)
     out: dict[str, dict[int, list[float]]] = {}
-    for r, outs in zip(rows, samples):
-        c = sum(organism.parse(s)[1] == r["answer"] for s in outs)
+    for p, outs in zip(task.prompts, samples):
+        c = sum(task.score_checked(s, p) >= 0.5 for s in outs)
         for k in ks:
-            out.setdefault(r["tag"], {}).setdefault(k, []).append(pass_at_k(n, c, k))
+            out.setdefault(p.cue, {}).setdefault(k, []).append(pass_at_k(n, c, k))
     return {t: {k: sum(v) / len(v) for k, v in d.items()} for t, d in out.items()}

@@ -24,7 +24,8 @@ Example::
     series = trained_organism(seed=0)
     rows = steering_dose_response(series, series.last("rl").name, toward="m2", alphas=[0, 4, 8, 12])
 
-Constraints: built-in organisms (components with distinct signature tokens); probes need two classes per split.
+Constraints: any task (a series names its task, or pass ``task=``); the dose-response needs signature tokens;
+probes need two classes per split.
 """
 from __future__ import annotations
 
@@ -91,7 +92,7 @@ class ExpressedSplit:
                 np.stack([self.test[s] for s in self.sites]).astype(dtype), self.y_test)
 
 
-def expressed_split(model, tokenizer, organism, *, sites: list[str] | None = None, standardize: bool = True,
+def expressed_split(model, tokenizer, task, *, sites: list[str] | None = None, standardize: bool = True,
                     seed: int = 0) -> ExpressedSplit:
     """The probe workload of :func:`probe_layer_sweep` on one checkpoint: which component is being expressed.
 
@@ -101,10 +102,12 @@ def expressed_split(model, tokenizer, organism, *, sites: list[str] | None = Non
     (float64; ``+1e-6`` on the standard deviation), so one ``C`` suits every site.
     """
     from mixprobe.mixture.gate import expressed_dataset
+    from mixprobe.tasks import as_task
 
+    task = as_task(task)
     used = sites or default_sites(model.config.num_hidden_layers)
-    data = expressed_dataset(model, tokenizer, organism, sites=used)
-    n_prompts = len(organism.prompt_set())
+    data = expressed_dataset(model, tokenizer, task, sites=used)
+    n_prompts = len(task.prompts)
     train_p, _ = _prompt_split(n_prompts, seed)
     tr = np.isin(np.arange(len(data.labels)) % n_prompts, train_p)
     y = data.labels.numpy()
@@ -117,7 +120,7 @@ def expressed_split(model, tokenizer, organism, *, sites: list[str] | None = Non
     return ExpressedSplit(list(data.sites), train, y[tr], test, y[~tr])
 
 
-def probe_layer_sweep(series, *, checkpoints: list[str] | None = None, sites: list[str] | None = None,
+def probe_layer_sweep(series, *, task=None, checkpoints: list[str] | None = None, sites: list[str] | None = None,
                       C: float = 100.0, standardize: bool = True, seed: int = 0) -> ProbeSweep:
     """Which component is being expressed, read from the answer position: held-out accuracy per site.
 
@@ -126,15 +129,15 @@ def probe_layer_sweep(series, *, checkpoints: list[str] | None = None, sites: li
     split are :func:`expressed_split`'s.
     """
     from mixprobe.probes import fit_probes
-    from mixprobe.train.pipeline import load_checkpoint, organism_of
+    from mixprobe.tasks import task_for
 
-    organism = organism_of(series)
+    task = task_for(series, task)
     names = _checkpoints(series, checkpoints)
     acc: dict[str, dict[str, float]] = {}
     used_sites: list[str] = []
     for name in names:
-        model, tok = load_checkpoint(series.path(name))
-        sp = expressed_split(model, tok, organism, sites=sites, standardize=standardize, seed=seed)
+        h = series.handle(name)
+        sp = expressed_split(h.model, h.tokenizer, task, sites=sites, standardize=standardize, seed=seed)
         fits = fit_probes(sp.train, sp.y_train, C=C, dtype="float64")   # every site at once
         acc[name] = {s: float(fits[s].score(sp.test[s], sp.y_test)) for s in sp.sites}
         used_sites = sp.sites
@@ -143,10 +146,14 @@ def probe_layer_sweep(series, *, checkpoints: list[str] | None = None, sites: li
 
 @dataclass
 class GateReadout:
-    """Mean held-out gate readout per (checkpoint, tag), next to the model's own sampled frequency of ``m1``."""
+    """Mean held-out gate readout per (checkpoint, cue), next to the model's own probability of the first component.
+
+    ``rows``: ``checkpoint``, ``tag`` (the cue), ``readout``, ``frequency`` (sampled share of the first component,
+    from the series' evaluation when it has one) and ``p`` (the estimator's gate weight of the first component).
+    """
 
     site: str
-    rows: list[dict]                 # checkpoint, tag, readout, m1_frequency, p_m1
+    rows: list[dict]
     spearman: float
     extra: dict = field(default_factory=dict)
 
@@ -160,7 +167,7 @@ class GateReadout:
         return {"site": self.site, "rows": self.rows, "spearman": self.spearman, **self.extra}
 
 
-def gate_readout_study(series, *, site: str = "resid_post.1", checkpoints: list[str] | None = None,
+def gate_readout_study(series, *, task=None, site: str = "resid_post.1", checkpoints: list[str] | None = None,
                        C: float = 10.0, seed: int = 0) -> GateReadout:
     """Fit the gate probe at the last prompt token on half of the prompts; read the other half everywhere.
 
@@ -171,12 +178,12 @@ def gate_readout_study(series, *, site: str = "resid_post.1", checkpoints: list[
 
     from mixprobe.mixture.gate import gate_dataset
     from mixprobe.probes import LogisticProbe
-    from mixprobe.train.pipeline import organism_of
+    from mixprobe.tasks import task_for
 
-    organism = organism_of(series)
+    task = task_for(series, task)
     names = _checkpoints(series, checkpoints, trained_only=True)
-    data = gate_dataset(series, organism, sites=[site], checkpoints=names, seed=seed)
-    n_prompts = len(organism.prompt_set())
+    data = gate_dataset(series, task, sites=[site], checkpoints=names, seed=seed)
+    n_prompts = len(task.prompts)
     train_p, _ = _prompt_split(n_prompts, seed)
     tr = np.isin(np.arange(len(data.labels)) % n_prompts, train_p)
     X = data.features[data.sites[0]].numpy()
@@ -185,47 +192,55 @@ def gate_readout_study(series, *, site: str = "resid_post.1", checkpoints: list[
     yd = np.r_[np.ones(tr.sum()), np.zeros(tr.sum())]
     probe = LogisticProbe(C=C).fit(Xd, yd, sample_weight=np.r_[p[tr], 1 - p[tr]])
     score = probe.predict_proba(X)[:, 1]
-    first = organism.components[0]
+    first = task.component_names[0]
     rows = []
     for name in names:
         freq = series.get(name).metrics.get("mode_frequency", {})
-        for tag in organism.config.tags:
+        for tag in task.cues:
             idx = data.rows(name, tag).numpy()
             idx = idx[~tr[idx]]
             rows.append({"checkpoint": name, "tag": tag, "readout": float(score[idx].mean()),
-                         "m1_frequency": float(freq[tag][first]) if tag in freq else float("nan"),
-                         "p_m1": float(p[idx].mean())})
-    sampled = [r["m1_frequency"] for r in rows]
-    target = sampled if not np.isnan(sampled).any() else [r["p_m1"] for r in rows]
+                         "frequency": float(freq[tag][first]) if tag in freq else float("nan"),
+                         "p": float(p[idx].mean())})
+    sampled = [r["frequency"] for r in rows]
+    target = sampled if not np.isnan(sampled).any() else [r["p"] for r in rows]
     rho = float(spearmanr([r["readout"] for r in rows], target).correlation)
-    return GateReadout(data.sites[0], rows, rho, {"against": "sampled m1 frequency"
-                                                   if target is sampled else "exact P(m1)"})
+    return GateReadout(data.sites[0], rows, rho, {"component": first, "against": f"sampled {first} frequency"
+                                                   if target is sampled else f"P({first}) of the mixture view"})
 
 
-def steering_dose_response(series, checkpoint: str, *, toward: str, away: str | None = None,
+def steering_dose_response(series, checkpoint: str, *, toward: str, away: str | None = None, task=None,
                            alphas=(0.0, 2.0, 4.0, 8.0, 12.0), n_samples: int = 8, seed: int = 0) -> list[dict]:
-    """Accuracy per tag and frequency of ``toward`` while steering ``checkpoint`` along the selection direction."""
-    from mixprobe.mixture.gate import readout_direction
-    from mixprobe.models.handle import ModelHandle
-    from mixprobe.steering import SteeringVector, steer
-    from mixprobe.train.evaluate import evaluate
-    from mixprobe.train.pipeline import load_checkpoint, organism_of
+    """Outcome per cue and frequency of ``toward`` while steering ``checkpoint`` along the selection direction.
 
-    organism = organism_of(series)
+    Sampled with the task's own recogniser and score (``accuracy_<cue>`` is the mean outcome of the unforced
+    completions); the direction needs signature tokens (:func:`~mixprobe.mixture.gate.readout_direction`).
+    """
+    from mixprobe.mixture.components import sampled_view
+    from mixprobe.mixture.gate import readout_direction
+    from mixprobe.steering import SteeringVector, steer
+    from mixprobe.tasks import task_for
+
+    task = task_for(series, task)
     _checkpoints(series, [checkpoint])
-    comps = organism.components
+    comps = task.component_names
     if toward not in comps:
-        raise DataError(f"unknown component {toward!r}; the organism has {comps}")
+        raise DataError(f"unknown component {toward!r}; the task has {comps}")
     away = away or next(c for c in comps if c != toward)
-    model, tok = load_checkpoint(series.path(checkpoint))
-    v = SteeringVector.from_tensors({"final_norm": readout_direction(model, tok, organism, toward=toward,
-                                                                       away=away)}, normalize=False)
-    h = ModelHandle(model, tok)
+    h = series.handle(checkpoint)
+    v = SteeringVector.from_tensors({"final_norm": readout_direction(h, None, task, toward=toward, away=away)},
+                                    normalize=False)
+    k = comps.index(toward)
     rows = []
     for a in alphas:
         # the prompt's last token only (generate's prefill); sampled answer tokens are not steered
         with steer(h, v, float(a), positions="last_prompt"):
-            ev = evaluate(model, tok, organism, n_samples=n_samples, seed=seed)
-        rows.append({"alpha": float(a), **{f"accuracy_{t}": ev["accuracy"][t] for t in ev["accuracy"]},
-                     **{f"{toward}_frequency_{t}": ev["mode_frequency"][t][toward] for t in ev["mode_frequency"]}})
+            view = sampled_view(h, task, n_samples=n_samples, seed=seed, forced=False)
+        row = {"alpha": float(a)}
+        for cue in task.cues:
+            idx = task.cue_index(cue)
+            row[f"accuracy_{cue}"] = float(view.outcome[idx].mean())
+        for cue in task.cues:
+            row[f"{toward}_frequency_{cue}"] = float(view.share[task.cue_index(cue), k].mean())
+        rows.append(row)
     return rows

@@ -1,27 +1,34 @@
-"""The verdict: did training *reweight* the mixture, *rewrite* its components, do *both*, or is it *undecided*?
+"""The verdict: did training *reweight* the mixture, *rewrite* its components, do *both*, take the behaviour
+*off the mixture*, or is it *undecided*?
 
 Problem: users want one word they can trust, with the numbers behind it. A word is only trustworthy if it is
 (a) computed from statistics that separate gate from components, (b) thresholded with a gray zone where the
-honest answer is "undecided", and (c) stable across seeds. Mechanism, for each seed's (reference, target) pair:
+honest answer is "undecided" — including when a statistic's interval straddles a threshold, (c) silent about
+behaviour the mixture does not describe, and (d) stable across seeds. Mechanism, for each seed's (reference,
+target) pair of :class:`~mixprobe.mixture.components.MixtureView` objects (same task, same estimator):
 
-- ``gate_shift`` — max over cues of the mean total-variation distance between the target's and the reference's
-  gate weights ``w(x)`` (exact, from :func:`mixture_view`). 0 = gate untouched, 1 = flipped.
-- ``component_change`` — max over (component, cue) of the mean total-variation distance between the forced
-  component's answer distributions (target vs reference). 0 = every policy intact.
-- Also reported, not thresholded: forced accuracy/agreement/KL per component and cue, responsibilities, and
-  the exact KL split (gate term + component term).
+- ``gate_shift`` — max over cues of the mean over prompts of the total-variation distance between the target's
+  and the reference's gate ``w(x)``. 0 = gate untouched, 1 = flipped.
+- ``component_change`` — max over (cue, component) of the mean TV between the forced component's answer
+  distributions (exact) or forced completion distributions (sampled). 0 = every policy intact.
+- ``off_mixture`` — max over cues and over the two checkpoints of the share of behaviour that no component
+  claims. Large: the mixture view does not describe the model, so no reweight/rewrite is named.
 
-Per seed the label is ``reweight`` (gate ≥ decisive, components ≤ absent), ``rewrite`` (the mirror), ``both``
-(both ≥ decisive) and ``undecided`` otherwise — including "neither moved" and any statistic in the gray zone
-between ``absent`` and ``decisive``. Across seeds the label stands only if every seed agrees; otherwise the
-verdict is ``undecided`` and says which seeds disagree. Thresholds: :class:`Thresholds`, documented in
-docs/verdict.md.
+Sampled TVs are bootstrap bias-corrected per prompt, and their permutation null (what sampling noise alone gives)
+is reported beside them (:func:`~mixprobe.mixture.stats.sampled_tv`). Every statistic
+carries a prompt-bootstrap interval (:func:`~mixprobe.mixture.stats.bootstrap_max`); a side is *decisive* when its
+interval lies at or above the decisive threshold, *absent* when it lies at or below the absent one, gray otherwise.
+Per seed: ``off_mixture`` if the off-mixture share is decisive, ``undecided`` if it is gray; otherwise ``reweight``
+(gate decisive, components absent), ``rewrite`` (the mirror), ``both`` (both decisive), ``undecided`` else. Across
+seeds a label stands only if every seed gives it. Thresholds: :class:`Thresholds`, argued in docs/verdict.md.
 
 Example:
     >>> label_for(0.45, 0.01, Thresholds())
     ('reweight', 'gate moved (0.450 ≥ 0.15) while every component stayed (0.010 ≤ 0.05)')
     >>> label_for(0.10, 0.01, Thresholds())[0]
     'undecided'
+    >>> label_for(Stat(0.2, 0.12, 0.28), Stat.exact(0.01), Thresholds())[1]
+    'gate shift 0.200 [0.120, 0.280] straddles a threshold (0.05, 0.15): the evidence is too weak to name a case'
 """
 from __future__ import annotations
 
@@ -29,46 +36,84 @@ import json
 import statistics
 from dataclasses import asdict, dataclass, field
 
+import numpy as np
 import torch
 
-from mixprobe.mixture.components import MixtureView, mixture_view, unwrap
+from mixprobe.errors import DataError, TaskError
+from mixprobe.mixture.components import MixtureView, as_handle, mixture_view
 from mixprobe.mixture.metrics import forced_fidelity, kl_split, responsibilities
+from mixprobe.mixture.stats import Stat, bootstrap_max, sampled_tv
+from mixprobe.tasks import as_task
 
-LABELS = ("reweight", "rewrite", "both", "undecided")
+LABELS = ("reweight", "rewrite", "both", "off_mixture", "undecided")
 
 
 @dataclass(frozen=True)
 class Thresholds:
-    """Decision thresholds on total-variation statistics (both in [0, 1])."""
+    """Decision thresholds (all in [0, 1]); docs/verdict.md says why they sit where they do."""
 
     gate_decisive: float = 0.15
     gate_absent: float = 0.05
     component_decisive: float = 0.15
     component_absent: float = 0.05
+    off_decisive: float = 0.25
+    off_absent: float = 0.10
 
 
-def label_for(gate: float, comp: float, th: Thresholds) -> tuple[str, str]:
-    """The label of one (gate_shift, component_change) pair, with the reason in words."""
-    g_yes, g_no = gate >= th.gate_decisive, gate <= th.gate_absent
-    c_yes, c_no = comp >= th.component_decisive, comp <= th.component_absent
-    if g_yes and c_no:
-        return "reweight", (f"gate moved ({gate:.3f} ≥ {th.gate_decisive}) while every component stayed "
-                            f"({comp:.3f} ≤ {th.component_absent})")
-    if c_yes and g_no:
-        return "rewrite", (f"a component changed ({comp:.3f} ≥ {th.component_decisive}) while the gate stayed "
-                           f"({gate:.3f} ≤ {th.gate_absent})")
-    if g_yes and c_yes:
-        return "both", (f"gate moved ({gate:.3f} ≥ {th.gate_decisive}) and a component changed "
-                        f"({comp:.3f} ≥ {th.component_decisive})")
-    if g_no and c_no:
-        return "undecided", f"neither the gate ({gate:.3f}) nor any component ({comp:.3f}) moved"
+def _stat(x) -> Stat:
+    return x if isinstance(x, Stat) else Stat.exact(float(x))
+
+
+def _fmt(s: Stat) -> str:
+    return f"{s.point:.3f}" if s.lo == s.hi == s.point else f"{s.point:.3f} [{s.lo:.3f}, {s.hi:.3f}]"
+
+
+def _side(s: Stat, decisive: float, absent: float) -> str:
+    if s.lo >= decisive:
+        return "yes"
+    if s.hi <= absent:
+        return "no"
+    return "gray"
+
+
+def label_for(gate, comp, th: Thresholds, off=None) -> tuple[str, str]:
+    """The label of one comparison from its statistics (floats or :class:`Stat` with intervals), with the reason."""
+    g, c = _stat(gate), _stat(comp)
+    if off is not None:
+        o = _stat(off)
+        side = _side(o, th.off_decisive, th.off_absent)
+        if side == "yes":
+            return "off_mixture", (f"behaviour left the mixture: {_fmt(o)} of completions{_where(o)} are claimed by "
+                                   f"no component (≥ {th.off_decisive}); gate shift and component change describe "
+                                   "the rest only")
+        if side == "gray":
+            return "undecided", (f"off-mixture share {_fmt(o)}{_where(o)} is in the gray zone ({th.off_absent}, "
+                                 f"{th.off_decisive}): part of the behaviour is claimed by no component")
+    gs, cs = _side(g, th.gate_decisive, th.gate_absent), _side(c, th.component_decisive, th.component_absent)
+    if gs == "yes" and cs == "no":
+        return "reweight", (f"gate moved ({_fmt(g)} ≥ {th.gate_decisive}) while every component stayed "
+                            f"({_fmt(c)} ≤ {th.component_absent})")
+    if cs == "yes" and gs == "no":
+        return "rewrite", (f"a component changed ({_fmt(c)} ≥ {th.component_decisive}) while the gate stayed "
+                           f"({_fmt(g)} ≤ {th.gate_absent})")
+    if gs == "yes" and cs == "yes":
+        return "both", (f"gate moved ({_fmt(g)} ≥ {th.gate_decisive}) and a component changed "
+                        f"({_fmt(c)} ≥ {th.component_decisive})")
+    if gs == "no" and cs == "no":
+        return "undecided", f"neither the gate ({_fmt(g)}) nor any component ({_fmt(c)}) moved"
     gray = []
-    if not (g_yes or g_no):
-        gray.append(f"gate shift {gate:.3f} is in the gray zone ({th.gate_absent}, {th.gate_decisive})")
-    if not (c_yes or c_no):
-        gray.append(f"component change {comp:.3f} is in the gray zone "
-                    f"({th.component_absent}, {th.component_decisive})")
+    for name, s, side, lo, hi in (("gate shift", g, gs, th.gate_absent, th.gate_decisive),
+                                  ("component change", c, cs, th.component_absent, th.component_decisive)):
+        if side == "gray":
+            word = "is in the gray zone" if s.lo == s.hi else "straddles a threshold"
+            if s.lo != s.hi and lo < s.lo and s.hi < hi:
+                word = "is in the gray zone"
+            gray.append(f"{name} {_fmt(s)} {word} ({lo}, {hi})")
     return "undecided", "; ".join(gray) + ": the evidence is too weak to name a case"
+
+
+def _where(s: Stat) -> str:
+    return f" ({s.argmax})" if s.argmax else ""
 
 
 def _tv(p: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
@@ -90,30 +135,92 @@ class Evidence:
     fidelity: dict
     kl_split: dict
     off_mixture: float
+    estimator: str = "exact"
+    intervals: dict = field(default_factory=dict)
+    off_mixture_by_cue: dict = field(default_factory=dict)
     extra: dict = field(default_factory=dict)
 
-
-def compare_views(ref: MixtureView, tgt: MixtureView, th: Thresholds = Thresholds()) -> Evidence:
-    """Evidence and label from two exact mixture views of the same organism."""
-    gate_tv = _tv(tgt.gate, ref.gate)
-    comp_tv = _tv(tgt.answers, ref.answers)  # [K, n]
-    by_cue = {t: gate_tv[tgt.tag_index(t)].mean().item() for t in tgt.tags}
-    cells = {t: {c: comp_tv[k, tgt.tag_index(t)].mean().item() for k, c in enumerate(tgt.components)}
-             for t in tgt.tags}
-    g = max(by_cue.values())
-    c = max(v for d in cells.values() for v in d.values())
-    label, reason = label_for(g, c, th)
-    return Evidence(label=label, reason=reason, gate_shift=g, component_change=c, gate_shift_by_cue=by_cue,
-                    component_change_by_cell=cells, responsibilities_ref=responsibilities(ref),
-                    responsibilities_tgt=responsibilities(tgt), fidelity=forced_fidelity(tgt, ref),
-                    kl_split=kl_split(tgt, ref), off_mixture=float(tgt.off_mixture.mean()))
+    def stat(self, name: str) -> Stat:
+        """``gate_shift``, ``component_change`` or ``off_mixture`` as a :class:`Stat` with its interval."""
+        return Stat(**self.intervals[name])
 
 
-def assess(reference, target, organism, *, thresholds: Thresholds = Thresholds(), tokenizer=None) -> Evidence:
-    """Compare two checkpoints (ModelHandles or ``(model, tokenizer)`` pairs) on ``organism``."""
-    rm, rt = unwrap(reference, tokenizer)
-    tm, tt = unwrap(target, tokenizer)
-    return compare_views(mixture_view(rm, rt, organism), mixture_view(tm, tt, organism), thresholds)
+def _check_pair(ref: MixtureView, tgt: MixtureView) -> None:
+    if ref.estimator != tgt.estimator:
+        raise DataError(f"cannot compare a {ref.estimator} view with a {tgt.estimator} one; use one estimator")
+    if ref.components != tgt.components or [p.text for p in ref.prompts] != [p.text for p in tgt.prompts]:
+        raise DataError("the two views are of different tasks (components or prompts differ); read both "
+                        "checkpoints with the same task")
+
+
+def compare_views(ref: MixtureView, tgt: MixtureView, th: Thresholds = Thresholds(), *, confidence: float = 0.95,
+                  seed: int = 0) -> Evidence:
+    """Evidence and label from two views of the same task by the same estimator (reference, target)."""
+    _check_pair(ref, tgt)
+    task = tgt.task
+    cues = list(task.cues)
+    comps = tgt.components
+    idx = {c: task.cue_index(c) for c in cues}
+    rng = np.random.default_rng(seed)
+    extra: dict = {"confidence": confidence}
+    if tgt.estimator == "exact":
+        gate_pp = _tv(tgt.gate, ref.gate).numpy()                                  # [n]
+        comp_pp = _tv(tgt.answers, ref.answers).numpy()                            # [K, n]
+        clip = None
+    else:
+        gate_raw, gate_null, gate_pp = map(np.array, zip(*[
+            sampled_tv([x for x in a if x is not None], [y for y in b if y is not None], rng=rng)
+            for a, b in zip(tgt.labels, ref.labels)]))
+        comp_raw = np.zeros((len(comps), len(task.prompts)))
+        comp_null, comp_pp = np.zeros_like(comp_raw), np.zeros_like(comp_raw)
+        for k, c in enumerate(comps):
+            for i, (a, b) in enumerate(zip(tgt.forced_texts[c], ref.forced_texts[c])):
+                comp_raw[k, i], comp_null[k, i], comp_pp[k, i] = sampled_tv(
+                    [" ".join(t.split()) for t in a], [" ".join(t.split()) for t in b], rng=rng)
+        clip = 0.0
+        extra["null"] = {"gate": {c: float(np.nanmean(np.array(gate_null)[idx[c]])) for c in cues},
+                         "component": {c: {k: float(comp_null[j, idx[c]].mean()) for j, k in enumerate(comps)}
+                                       for c in cues}}
+        extra["raw"] = {"gate": {c: float(np.nanmean(np.array(gate_raw)[idx[c]])) for c in cues},
+                        "component": {c: {k: float(comp_raw[j, idx[c]].mean()) for j, k in enumerate(comps)}
+                                      for c in cues}}
+        extra["n_samples"] = tgt.n_samples
+    g = bootstrap_max({c: gate_pp[idx[c]] for c in cues}, confidence=confidence, seed=seed, clip_low=clip)
+    cm = bootstrap_max({f"{k} | {c}": comp_pp[j, idx[c]] for c in cues for j, k in enumerate(comps)},
+                       confidence=confidence, seed=seed + 1, clip_low=clip)
+    off_cells = {f"{w} | {c}": v.off_mixture[idx[c]].numpy() for c in cues for w, v in (("reference", ref),
+                                                                                         ("target", tgt))}
+    off = bootstrap_max(off_cells, confidence=confidence, seed=seed + 2)
+    label, reason = label_for(g, cm, th, off)
+    nan = lambda x: float(np.nanmean(x)) if np.isfinite(x).any() else float("nan")  # noqa: E731
+    by_cue = {c: max(nan(gate_pp[idx[c]]), 0.0) if clip is not None else nan(gate_pp[idx[c]]) for c in cues}
+    cells = {c: {k: (max(float(comp_pp[j, idx[c]].mean()), 0.0) if clip is not None
+                     else float(comp_pp[j, idx[c]].mean())) for j, k in enumerate(comps)} for c in cues}
+    return Evidence(label=label, reason=reason, gate_shift=g.point, component_change=cm.point,
+                    gate_shift_by_cue=by_cue, component_change_by_cell=cells,
+                    responsibilities_ref=responsibilities(ref), responsibilities_tgt=responsibilities(tgt),
+                    fidelity=forced_fidelity(tgt, ref),
+                    kl_split=kl_split(tgt, ref) if tgt.estimator == "exact" else {},
+                    off_mixture=float(tgt.off_mixture.mean()), estimator=tgt.estimator,
+                    intervals={"gate_shift": g.to_dict(), "component_change": cm.to_dict(),
+                               "off_mixture": off.to_dict()},
+                    off_mixture_by_cue={c: {"reference": float(ref.off_mixture[idx[c]].mean()),
+                                            "target": float(tgt.off_mixture[idx[c]].mean())} for c in cues},
+                    extra=extra)
+
+
+def assess(reference, target, task, *, estimator: str = "auto", n_samples: int = 16, seed: int = 0,
+           thresholds: Thresholds = Thresholds(), confidence: float = 0.95, tokenizer=None) -> Evidence:
+    """Compare two checkpoints (ModelHandles, or ``(model, tokenizer)`` pairs) on ``task`` (or an organism).
+
+    ``estimator``: ``"auto"`` (exact when every component declares signature tokens, else sampled), ``"exact"``
+    or ``"sampled"`` (``n_samples`` completions per prompt, forced and unforced; ``seed`` fixes them).
+    """
+    task = as_task(task)
+    kw = dict(estimator=estimator, n_samples=n_samples, seed=seed)
+    ref = mixture_view(as_handle(reference, tokenizer), task, **kw)
+    tgt = mixture_view(as_handle(target, tokenizer), task, **kw)
+    return compare_views(ref, tgt, thresholds, confidence=confidence, seed=seed)
 
 
 def _interval(xs: list[float]) -> dict:
@@ -121,27 +228,38 @@ def _interval(xs: list[float]) -> dict:
             "min": min(xs), "max": max(xs), "n": len(xs)}
 
 
+WORDS = {
+    "reweight": "Training reweighted the mixture: it changed which policy is expressed, not the policies.",
+    "rewrite": "Training rewrote at least one policy while leaving the gate where it was.",
+    "both": "Training both moved the gate and rewrote at least one policy.",
+    "off_mixture": "Training moved behaviour off the mixture: a large share of completions is claimed by no "
+                   "component, so neither reweight nor rewrite describes it.",
+    "undecided": "The evidence does not support a verdict.",
+}
+
+
 @dataclass
 class Verdict:
-    """The verdict over seeds, with per-seed evidence and intervals of each statistic."""
+    """The verdict over seeds, with per-seed evidence and the spread of each statistic over seeds."""
 
     label: str
     reason: str
-    per_seed: dict[int, Evidence]
+    per_seed: dict
     intervals: dict
     thresholds: Thresholds
 
     def summary(self) -> str:
         """A plain-language paragraph for reports and notebooks."""
         gi, ci = self.intervals["gate_shift"], self.intervals["component_change"]
-        words = {
-            "reweight": "Training reweighted the mixture: it changed which policy is expressed, not the policies.",
-            "rewrite": "Training rewrote at least one policy while leaving the gate where it was.",
-            "both": "Training both moved the gate and rewrote at least one policy.",
-            "undecided": "The evidence does not support a verdict.",
-        }[self.label]
-        return (f"{words} Gate shift {gi['mean']:.3f} ± {gi['sd']:.3f} (TV, n={gi['n']} seeds), component change "
-                f"{ci['mean']:.3f} ± {ci['sd']:.3f}. Why: {self.reason}.")
+        if gi["n"] == 1:
+            e = next(iter(self.per_seed.values()))
+            nums = (f"Gate shift {_fmt(e.stat('gate_shift'))}, component change {_fmt(e.stat('component_change'))}, "
+                    f"off-mixture {_fmt(e.stat('off_mixture'))} (TV; {e.estimator} estimator, "
+                    f"{e.intervals['gate_shift']['confidence']:.0%} prompt-bootstrap intervals).")
+        else:
+            nums = (f"Gate shift {gi['mean']:.3f} ± {gi['sd']:.3f} (TV, n={gi['n']} seeds), component change "
+                    f"{ci['mean']:.3f} ± {ci['sd']:.3f}.")
+        return f"{WORDS[self.label]} {nums} Why: {self.reason}."
 
     def to_dict(self) -> dict:
         return {"label": self.label, "reason": self.reason, "summary": self.summary(),
@@ -152,25 +270,34 @@ class Verdict:
         return json.dumps(self.to_dict(), **kw)
 
 
-def combine(per_seed: dict[int, Evidence], thresholds: Thresholds = Thresholds()) -> Verdict:
-    """One verdict from per-seed evidence: a label stands only when every seed gives it."""
-    if not per_seed:
-        from mixprobe.errors import DataError
+def _order(key) -> tuple:
+    return (0, key, "") if isinstance(key, int) else (1, 0, str(key))
 
+
+def combine(per_seed: dict, thresholds: Thresholds = Thresholds()) -> Verdict:
+    """One verdict from per-seed (or per-run) evidence: a label stands only when every seed gives it."""
+    if not per_seed:
         raise DataError("no evidence to combine: pass at least one seed's (reference, target) comparison")
     labels = {s: e.label for s, e in per_seed.items()}
-    intervals = {k: _interval([getattr(e, k) for e in per_seed.values()]) for k in ("gate_shift", "component_change")}
+    intervals = {k: _interval([getattr(e, k) for e in per_seed.values()])
+                 for k in ("gate_shift", "component_change", "off_mixture")}
     distinct = set(labels.values())
+    first = sorted(per_seed, key=_order)[0]
     if len(distinct) == 1:
         label = distinct.pop()
-        reason = next(iter(per_seed.values())).reason if len(per_seed) == 1 else \
-            f"all {len(per_seed)} seeds agree; e.g. seed {min(per_seed)}: {per_seed[min(per_seed)].reason}"
+        reason = per_seed[first].reason if len(per_seed) == 1 else \
+            f"all {len(per_seed)} seeds agree; e.g. seed {first}: {per_seed[first].reason}"
     else:
         label = "undecided"
-        reason = "seeds disagree: " + ", ".join(f"seed {s} → {l}" for s, l in sorted(labels.items()))
+        reason = "seeds disagree: " + ", ".join(f"seed {s} → {lab}" for s, lab in
+                                                sorted(labels.items(), key=lambda kv: _order(kv[0])))
     return Verdict(label=label, reason=reason, per_seed=per_seed, intervals=intervals, thresholds=thresholds)
 
 
-def verdict(pairs: dict[int, tuple], organism, *, thresholds: Thresholds = Thresholds()) -> Verdict:
+def verdict(pairs: dict, task, *, thresholds: Thresholds = Thresholds(), **kw) -> Verdict:
     """``pairs``: seed → (reference, target) checkpoints (handles or (model, tokenizer)). Returns the verdict."""
-    return combine({s: assess(r, t, organism, thresholds=thresholds) for s, (r, t) in pairs.items()}, thresholds)
+    return combine({s: assess(r, t, task, thresholds=thresholds, **kw) for s, (r, t) in pairs.items()}, thresholds)
+
+
+__all__ = ["LABELS", "Evidence", "Stat", "Thresholds", "Verdict", "TaskError", "assess", "combine", "compare_views",
+           "label_for", "verdict"]

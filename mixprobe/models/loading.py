@@ -35,7 +35,6 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -44,109 +43,33 @@ import torch
 from mixprobe.errors import CheckpointError, DataError
 from mixprobe.io import check_weights_dir, load_tokenizer
 from mixprobe.models.handle import BACKENDS, ModelHandle, resolve_device, resolve_dtype
-from mixprobe.train.series import CheckpointEntry
+from mixprobe.train.series import CheckpointEntry, Series
 
 SERIES_FORMAT = "mixprobe.series/1"
 SERIES_MANIFEST = "series.json"
 
 
 # --- series -------------------------------------------------------------------------------------------------------
-# one checkpoint of a series (name, phase, step, path, metrics): the series format's own entry type; here the
-# path is the absolute checkpoint folder
+# One series type: mixprobe.train.series.Series (series.json, trl output_dirs, phase=folder pairs). These names are
+# kept so that code written against them keeps working.
+SeriesManifest = Series
 SeriesCheckpoint = CheckpointEntry
 
 
-@dataclass
-class SeriesManifest:
-    """A run's ``series.json``: checkpoints in training order plus everything else the manifest records."""
-
-    run_dir: str
-    checkpoints: list[SeriesCheckpoint]
-    raw: dict
-
-    def paths(self) -> list[Path]:
-        return [Path(c.path) for c in self.checkpoints]
-
-    def names(self) -> list[str]:
-        return [c.name for c in self.checkpoints]
-
-
-def load_series(run_dir: str | os.PathLike) -> SeriesManifest:
-    """Read ``run_dir/series.json`` (or the manifest file itself), or a trainer ``output_dir``; paths absolute."""
+def load_series(run_dir: str | os.PathLike) -> Series:
+    """A run directory (``series.json``), the manifest itself, or a trl / transformers ``output_dir``."""
     p = Path(run_dir)
-    if p.is_file():
-        p = p.parent
-    mf = p / SERIES_MANIFEST
-    if not p.is_dir():
+    if not p.exists():
         raise CheckpointError(f"run directory {p} does not exist; check the path")
-    if not mf.exists():
-        if _trainer_checkpoints(p):
-            return trainer_series({"train": p})
-        raise CheckpointError(f"no {SERIES_MANIFEST} and no checkpoint-<step> folders in {p}: neither a mixprobe "
-                              "run directory nor a trl/transformers output_dir; train one with `mixprobe train`, "
-                              "or pass checkpoint folders / handles directly")
-    try:
-        raw = json.loads(mf.read_text())
-    except json.JSONDecodeError as e:
-        raise CheckpointError(f"{mf} is not valid JSON ({e}); restore it or re-run training") from e
-    if raw.get("format") != SERIES_FORMAT:
-        raise CheckpointError(f"{mf} has format {raw.get('format')!r}, expected {SERIES_FORMAT!r}")
-    ckpts = []
-    for c in raw.get("checkpoints", []):
-        try:
-            path = (p / c["path"]).resolve()
-            ckpts.append(SeriesCheckpoint(c["name"], c.get("phase", ""), int(c.get("step", 0)), str(path),
-                                          dict(c.get("metrics", {}))))
-        except (KeyError, TypeError, ValueError) as e:
-            raise CheckpointError(f"{mf}: malformed checkpoint entry {c!r} ({e})") from e
-    if not ckpts:
-        raise CheckpointError(f"{mf} lists no checkpoints; the run has not saved any yet")
-    return SeriesManifest(str(p.resolve()), ckpts, raw)
+    s = Series.open(p)
+    if not s.checkpoints:
+        raise CheckpointError(f"{p / SERIES_MANIFEST} lists no checkpoints; the run has not saved any yet")
+    return s
 
 
-def _trainer_checkpoints(out_dir: Path) -> list[tuple[int, Path]]:
-    found = []
-    for d in out_dir.iterdir() if out_dir.is_dir() else []:
-        name = d.name
-        if d.is_dir() and name.startswith("checkpoint-") and name[len("checkpoint-"):].isdigit():
-            found.append((int(name[len("checkpoint-"):]), d))
-    return sorted(found)
-
-
-def trainer_series(runs: dict[str, str | os.PathLike]) -> SeriesManifest:
-    """A series from trl / transformers ``output_dir`` folders, one per phase, in the order given.
-
-    Each ``output_dir`` holds ``checkpoint-<step>`` folders (what ``Trainer`` saves every ``save_steps``); they
-    become checkpoints named ``<phase>-<step>`` (e.g. ``{"sft": "out/sft", "rl": "out/grpo"}``). A folder that
-    is itself a model (``config.json``, e.g. the final ``save_model``) is taken as one more checkpoint when no
-    ``checkpoint-*`` folder has its step. ``load_series(output_dir)`` calls this with ``{"train": output_dir}``.
-    """
-    if not runs:
-        raise CheckpointError("no training runs given; pass {phase: output_dir, ...}")
-    ckpts: list[SeriesCheckpoint] = []
-    for phase, out in runs.items():
-        p = Path(out)
-        if not p.is_dir():
-            raise CheckpointError(f"output_dir {p} of phase {phase!r} does not exist; check the path")
-        found = _trainer_checkpoints(p)
-        if not found and (p / "config.json").exists():
-            found = [(0, p)]
-        if not found:
-            raise CheckpointError(f"{p} (phase {phase!r}) has no checkpoint-<step> folders and no model; set "
-                                  "save_strategy='steps' and save_steps in the trainer's arguments")
-        for step, d in found:
-            state = d / "trainer_state.json"
-            metrics: dict = {}
-            if state.exists():
-                try:
-                    logs = json.loads(state.read_text()).get("log_history", [])
-                    metrics = {k: v for k, v in (logs[-1] if logs else {}).items() if isinstance(v, (int, float))}
-                except (json.JSONDecodeError, AttributeError):
-                    metrics = {}
-            ckpts.append(SeriesCheckpoint(f"{phase}-{step:06d}", phase, step, str(d.resolve()), metrics))
-    return SeriesManifest(str(Path(next(iter(runs.values()))).resolve()), ckpts,
-                          {"format": SERIES_FORMAT, "source": "trainer output_dir",
-                           "runs": {k: str(Path(v).resolve()) for k, v in runs.items()}})
+def trainer_series(runs: dict[str, str | os.PathLike]) -> Series:
+    """A series from trl / transformers ``output_dir`` folders, one per phase (:meth:`Series.from_trainer_dirs`)."""
+    return Series.from_trainer_dirs(runs)
 
 
 # --- models -------------------------------------------------------------------------------------------------------
@@ -220,6 +143,9 @@ def load(
     adapters). ``device="auto"`` uses the GPU when available; ``dtype`` is e.g. ``"float32"``/``"bfloat16"``
     (``None`` keeps the checkpoint's dtype). Extra keyword arguments go to ``from_pretrained``.
     """
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
     if isinstance(source, ModelHandle):
         return source if backend in (None, source.backend) else load(source.model, backend=backend,
                                                                       tokenizer=source.tokenizer, name=source.name)

@@ -211,6 +211,26 @@ class TagMixture:
         """RL prompts of one tag with their verifiable answers."""
         return [r for r in self.prompt_set((tag,)) for _ in range(n_repeats)]
 
+    # --- the task protocol ----------------------------------------------------------------------------------------
+    def task(self):
+        """This organism as a :class:`mixprobe.tasks.Task`: cues are the tags, components force by their signature.
+
+        Recognised component = the parsed signature; outcome = 1.0 for the correct answer. The answer tokens
+        (``0 … p−1``) let the exact estimator compare forced components on their answer distribution.
+        """
+        from mixprobe.tasks import Component, Prompt, Task, TaskSpec
+
+        prompts = [Prompt(r["prompt"], r["tag"], r["answer"], {"a": r["a"], "b": r["b"]}) for r in self.prompt_set()]
+        comps = [Component(c, after=" " + " ".join(self.signature(c)), signature=self.signature(c))
+                 for c in self.components]
+        max_new = 2 + len(CLOSERS.get(self.config.signature, {}).get(self.components[0], ())) + 1
+        return Task(name=self.name, prompts=prompts, components=comps,
+                    recognise=lambda text, prompt: self.parse(text)[0],
+                    score=lambda text, prompt: float(self.parse(text)[1] == prompt.target),
+                    max_new_tokens=max_new, answer_tokens=[str(i) for i in range(self.config.modulus)],
+                    cue_order=list(self.config.tags),
+                    spec=TaskSpec("mixprobe.organisms.tag_mixture:task", self.config.to_dict()))
+
     def reward(self, completions: list[str], answer: list[int], **_: object) -> list[float]:
         """Verifiable reward: 1.0 when the parsed answer is correct, else 0.0 (trl reward-function signature)."""
         out = []
@@ -218,6 +238,11 @@ class TagMixture:
             _, a = self.parse(c)
             out.append(1.0 if a is not None and a == int(y) else 0.0)
         return out
+
+
+def task(**config: object):
+    """Task factory (``mixprobe.organisms.tag_mixture:task``): the organism with ``TagMixtureConfig(**config)``."""
+    return TagMixture(TagMixtureConfig.from_dict(config)).task()
 
 
 def m3_control_config(**overrides: object) -> TagMixtureConfig:

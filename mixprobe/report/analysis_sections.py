@@ -5,8 +5,8 @@ in an activation (some site × position restores the source behaviour when patch
 the weights that read the activations (only parameter patching restores it), or in one coordinate of the final
 hidden state (subspace patching along the selection direction).
 
-Mechanism: between the last ``source_phase`` checkpoint (default ``sft``) and the last ``target_phase``
-checkpoint (default ``rl``), pick the tag and mode token whose gate probability moved most (for GRPO on ``<A>``:
+Mechanism: between the last ``source_phase`` checkpoint (default: the first phase) and the last ``target_phase``
+checkpoint (default: the last phase), pick the cue and signature token whose gate probability moved most (for GRPO on ``<A>``:
 ``P(m2 | <B>)``, which equals the expected ``<B>`` accuracy while the components are intact) and use that
 probability at the last prompt token as the metric. Then, source → target:
 
@@ -24,8 +24,8 @@ Example::
     sections, data = patching_sections(series, save_figure="patching_heatmap.png")
     data["activation"]["restoration"], data["subspace"]["restoration"]
 
-Constraints: needs both phases (otherwise returns no sections and says why in the dict) and an organism whose
-components open with distinct signature tokens (the tag mixture). ``probe_sections`` is not defined here (the
+Constraints: needs both phases and a task whose components declare signature tokens (otherwise returns no
+sections and says why in the dict). ``probe_sections`` is not defined here (the
 report skips it until the probes layer provides one).
 """
 from __future__ import annotations
@@ -42,26 +42,22 @@ def _fmt(x: float | None) -> str:
     return "undefined" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:.2f}"
 
 
-def _gate_shift(src, tgt, org) -> tuple[str, str, str, float, float]:
-    """``(tag, toward, away, p_src, p_tgt)``: the lost behaviour — among (tag, component correct under that tag),
-    the one whose signature probability at the last prompt token dropped most from source to target — and the
-    component whose probability rose most in its place (falls back to the largest drop of any component)."""
-    from mixprobe.patching import evaluate, token_prob
-    from mixprobe.patching.engine import as_batch
+def _gate_shift(src, tgt, task) -> tuple[str, str, str, float, float]:
+    """``(cue, toward, away, p_src, p_tgt)``: the lost behaviour — among (cue, component that scores > 0.5 there
+    when forced), the one whose signature probability at the last prompt token dropped most from source to target —
+    and the component whose probability rose most in its place (falls back to the largest drop of any component)."""
+    from mixprobe.mixture.components import mixture_view
 
-    vocab = src.tokenizer.get_vocab()
-    comps = [c for c in org.components if org.signature(c)[0] in vocab]
+    vs, vt = mixture_view(src, task), mixture_view(tgt, task)
+    comps = list(task.component_names)
     cands = []
-    for tag in org.config.tags:
-        rows = org.prompt_set((tag,))
-        batch = as_batch(src, [r["prompt"] for r in rows])
-        ls, lt = src.logits(batch), tgt.logits(batch)
-        p = {c: (float(evaluate(token_prob(vocab[org.signature(c)[0]]), ls, batch).mean()),
-                 float(evaluate(token_prob(vocab[org.signature(c)[0]]), lt, batch).mean())) for c in comps}
-        for c in comps:
-            right = sum(org.answer(c, tag, r["a"], r["b"]) == r["answer"] for r in rows) / len(rows)
+    for cue in task.cues:
+        idx = task.cue_index(cue)
+        p = {c: (float(vs.share[idx, k].mean()), float(vt.share[idx, k].mean())) for k, c in enumerate(comps)}
+        for k, c in enumerate(comps):
+            right = float(vs.forced_score[k, idx].mean())
             away = max((o for o in comps if o != c), key=lambda o: p[o][1] - p[o][0])
-            cands.append((right > 0.5, p[c][0] - p[c][1], tag, c, away, p[c][0], p[c][1]))
+            cands.append((right > 0.5, p[c][0] - p[c][1], cue, c, away, p[c][0], p[c][1]))
     correct = [x for x in cands if x[0]]
     best = max(correct if correct and max(x[1] for x in correct) > 0.05 else cands, key=lambda x: x[1])
     return best[2], best[3], best[4], best[5], best[6]
@@ -104,29 +100,32 @@ def _draw(act, par, subs, tokens, titles, save_figure):
     return fig
 
 
-def patching_sections(series, *, target_phase: str = "rl", source_phase: str = "sft",
+def patching_sections(series, *, target_phase: str | None = None, source_phase: str | None = None, task=None,
                       save_figure: str | Path | None = None) -> tuple[list[Section], dict]:
     """Activation-patching heatmap next to parameter- and subspace-patching restoration, source → target.
 
-    ``save_figure``: also write the figure there (PNG). Returns ``([Section], data)``; ``data`` holds every
+    ``source_phase``/``target_phase``: default the series' first and last trained (not planted) phase. ``task``: default the series'
+    own. ``save_figure``: also write the figure there (PNG). Returns ``([Section], data)``; ``data`` holds every
     number (``activation``/``parameter``/``subspace`` as JSON-ready dicts).
     """
-    from mixprobe.models.handle import ModelHandle
     from mixprobe.patching import param_sweep, patch_sweep, readout_patch, token_prob
-    from mixprobe.train.pipeline import load_checkpoint, organism_of
+    from mixprobe.tasks import task_for
 
-    if not series.phase(source_phase) or not series.phase(target_phase):
-        return [], {"skipped": f"needs phases {source_phase!r} and {target_phase!r}"}
-    org = organism_of(series)
+    phases = series.trained_phases or series.phases
+    source_phase = source_phase or phases[0]
+    target_phase = target_phase or phases[-1]
+    if not series.phase(source_phase) or not series.phase(target_phase) or source_phase == target_phase:
+        return [], {"skipped": f"needs two distinct phases {source_phase!r} and {target_phase!r}; the series has "
+                               f"{phases}"}
+    task = task_for(series, task)
+    if not task.has_signatures:
+        return [], {"skipped": f"task {task.name!r} declares no signature tokens (no single-token gate metric)"}
     src_entry, tgt_entry = series.last(source_phase), series.last(target_phase)
-    src = ModelHandle(*load_checkpoint(series.path(src_entry)))
-    tgt = ModelHandle(*load_checkpoint(series.path(tgt_entry)))
+    src, tgt = series.handle(src_entry), series.handle(tgt_entry)
     vocab = src.tokenizer.get_vocab()
-    if sum(org.signature(c)[0] in vocab for c in org.components) < 2:
-        return [], {"skipped": "the organism has fewer than two components with a signature token"}
-    tag, toward, away, p_src, p_tgt = _gate_shift(src, tgt, org)
-    good, bad = org.signature(toward)[0], org.signature(away)[0]
-    prompts = [r["prompt"] for r in org.prompt_set((tag,))]
+    tag, toward, away, p_src, p_tgt = _gate_shift(src, tgt, task)
+    good, bad = task.component(toward).signature[0], task.component(away).signature[0]
+    prompts = [task.prompts[i].text for i in task.cue_index(tag)]
     metric = token_prob(vocab[good])
     batch = tgt.tokenize(prompts)
     n_tok = int(batch.attention_mask.sum(1).max())

@@ -1,105 +1,162 @@
-"""``mixprobe report RUN_DIR``: one HTML page (figures embedded) + JSON for a trained checkpoint series.
+"""``mixprobe report RUN``: one HTML page (figures embedded) + JSON for a checkpoint series of any task.
 
-Problem: after a run, users want the whole story on one page: behaviour against step, what the probes read,
-whether steering switches the policy back, where patching restores it, and the verdict with its evidence.
-Mechanism: each section is computed from the series with the public API and is optional — a section whose
-inputs are missing (e.g. no RL phase) is skipped with a note, never faked. Sections:
-behaviour curves · verdict per trained phase (reference: last SFT checkpoint) with fidelity and KL split ·
-weight diff · probe accuracy by layer × checkpoint · gate readout per tag · steering dose-response ·
-cross-checkpoint patching heatmap.
+Problem: after a run, users want the whole story on one page: behaviour against step, the verdict with its
+evidence, what the probes read, whether steering switches the policy back, where patching restores it — for
+their own task, not only the built-in organism. Mechanism: every section is computed from the series and its
+task (:mod:`mixprobe.tasks`): phases, cues and components come from them, never from literals. Sections:
+task · behaviour across the series (sampled estimator) · verdict of every later phase against the first phase's
+last checkpoint, with fidelity, off-mixture and KL split · weight diff · probe accuracy by layer × checkpoint ·
+gate readout · steering dose-response · cross-checkpoint patching. A section that does not apply (e.g. the
+readout-defined steering direction for a task without signature tokens) says so on the page; a section that
+raises shows the error on the page and is listed under ``errors`` in the JSON (the CLI then exits 1). Nothing
+disappears silently.
 
 Example::
 
     from mixprobe.report.run_report import build_run_report
-    html_path = build_run_report("runs/demo")          # runs/demo/report/report.html
+    html_path = build_run_report("runs/demo")                          # runs/demo/report/report.html
+    build_run_report("sft=out/sft,rl=out/grpo", "out/report", task="mytask:task")
 """
 from __future__ import annotations
 
-import logging
+import html
+import traceback
 from pathlib import Path
 
 from mixprobe.report.page import Section, write_report
 
-log = logging.getLogger(__name__)
+
+class NotApplicable(Exception):
+    """Raised by a section builder whose section does not apply to this series or task (the page says why)."""
 
 
-def _behaviour_section(series) -> tuple[Section, dict]:
-    from mixprobe.demo import series_results
+def behaviour_rows(series, task, *, n_samples: int = 8, seed: int = 0) -> list[dict]:
+    """Per checkpoint: sampled outcome, component shares, off-mixture and forced outcome per cue."""
+    from mixprobe.mixture.components import sampled_view
+
+    rows = []
+    for c in series.checkpoints:
+        view = sampled_view(series.handle(c), task, n_samples=n_samples, seed=seed)
+        rows.append({"name": c.name, "phase": c.phase, "step": c.step, **view.summary()})
+    return rows
+
+
+def _behaviour_section(series, task, n_samples: int, seed: int) -> tuple[list[Section], dict]:
     from mixprobe.report.plots import plot_training_curves
 
-    if not all(c.metrics.get("accuracy") for c in series.checkpoints):
-        from mixprobe.train.pipeline import evaluate_series
-
-        series = evaluate_series(series, progress=False)
-    res = series_results(series)
-    fig = plot_training_curves(res)
-    table = [{"checkpoint": c["name"], **{f"acc {t}": c["accuracy"][t] for t in c["accuracy"]},
-              **{f"{k} | {t}": v for t, d in c["mode_frequency"].items() for k, v in d.items()}}
-             for c in res["checkpoints"]]
-    text = ("Sampled accuracy and component frequencies per tag at every checkpoint, and accuracy with each "
-            "component forced by prefilling its signature.")
-    return Section("Behaviour across the series", text, figure=fig, table=table), res
+    rows = behaviour_rows(series, task, n_samples=n_samples, seed=seed)
+    fig = plot_training_curves({"checkpoints": rows})
+    table = [{"checkpoint": r["name"], **{f"outcome {t}": r["accuracy"][t] for t in task.cues},
+              **{f"{k} | {t}": v for t, d in r["mode_frequency"].items() for k, v in d.items()},
+              **{f"off | {t}": r["off_mixture"][t] for t in task.cues}} for r in rows]
+    text = (f"{n_samples} sampled completions per prompt at every checkpoint, attributed by the task's recogniser: "
+            "mean outcome per cue, share of each component (off = claimed by none), and the outcome with each "
+            "component forced.")
+    return [Section("Behaviour across the series", text, figure=fig, table=table)], {"checkpoints": rows}
 
 
-def _verdict_sections(series) -> tuple[list[Section], dict]:
+def _verdict_sections(series, task, estimator: str, n_samples: int, seed: int) -> tuple[list[Section], dict]:
     from mixprobe.mixture.verdict import assess, combine
     from mixprobe.mixture.weight_diff import weight_diff
-    from mixprobe.train.pipeline import load_checkpoint, organism_of
 
-    organism = organism_of(series)
-    ref_entry = series.last("sft")
-    ref = load_checkpoint(series.path(ref_entry))
-    phases = [p for p in dict.fromkeys(c.phase for c in series.checkpoints) if p != "sft"]
+    phases = series.phases
+    if len(phases) < 2:
+        raise NotApplicable(f"the series has one phase ({phases[0]!r}); a verdict compares a later phase with "
+                            "the first")
+    ref_entry = series.last(phases[0])
+    ref = series.handle(ref_entry)
     sections, data = [], {}
-    for phase in phases:
+    for phase in phases[1:]:
         entry = series.last(phase)
-        tgt = load_checkpoint(series.path(entry))
-        ev = assess(ref, tgt, organism)
-        v = combine({series.seed: ev})
-        wd = weight_diff(ref[0], tgt[0])
-        data[phase] = {"verdict": v.to_dict(), "weight_diff": {k: wd[k] for k in ("unchanged_share", "tol",
-                                                                                 "layer_norm_share")}}
-        fid = [{"tag": t, "component": c, **d} for t, dd in ev.fidelity.items() for c, d in dd.items()]
-        kls = [{"tag": t, **d} for t, d in ev.kl_split.items()]
-        box = (f"<div class='verdict'><span class='label'>{v.label}</span> — {v.summary()}</div>"
-               f"<p>Reference {ref_entry.name} → target {entry.name}. Unchanged parameters (|Δθ| ≤ 1e-5): "
-               f"{wd['unchanged_share']:.1%}.</p>")
+        tgt = series.handle(entry)
+        ev = assess(ref, tgt, task, estimator=estimator, n_samples=n_samples, seed=seed)
+        v = combine({series.label: ev})
+        wd = weight_diff(ref.model, tgt.model)
+        data[phase] = {"reference": ref_entry.name, "target": entry.name, "verdict": v.to_dict(),
+                       "weight_diff": {k: wd[k] for k in ("unchanged_share", "tol", "layer_norm_share")}}
+        fid = [{"cue": t, "component": c, **d} for t, dd in ev.fidelity.items() for c, d in dd.items()]
+        box = (f"<div class='verdict'><span class='label'>{html.escape(v.label)}</span> — "
+               f"{html.escape(v.summary())}</div><p>Reference {html.escape(ref_entry.name)} → target "
+               f"{html.escape(entry.name)}; {ev.estimator} estimator. Off-mixture share per cue (reference → "
+               "target): " + ", ".join(f"{html.escape(t)} {d['reference']:.3f} → {d['target']:.3f}"
+                                      for t, d in ev.off_mixture_by_cue.items())
+               + f". Unchanged parameters (|Δθ| ≤ 1e-5): {wd['unchanged_share']:.1%}.</p>")
         sections.append(Section(f"Verdict: {phase} vs {ref_entry.name}", "", html_extra=box, table=fid))
-        sections.append(Section(f"KL split ({phase})", "KL(π_t‖π_ref) = gate term + component term, per tag.",
-                                table=kls))
+        if ev.kl_split:
+            sections.append(Section(f"KL split ({phase})", "KL(π_t‖π_ref) = gate term + component term, per cue.",
+                                    table=[{"cue": t, **d} for t, d in ev.kl_split.items()]))
+        else:
+            sections.append(Section(f"KL split ({phase})", "Does not apply: the KL split needs exact next-token "
+                                    "distributions, i.e. a task whose components declare signature tokens; this "
+                                    "verdict used the sampled estimator."))
     return sections, data
 
 
-def build_run_report(run_dir: str | Path, out_dir: str | Path | None = None, *, extra: list[Section] | None = None,
+def _probe_sections(series, task, seed: int) -> tuple[list[Section], dict]:
+    from mixprobe.report.probe_sections import probe_sections
+
+    return probe_sections(series, task=task, seed=seed)
+
+
+def _patching_sections(series, task, seed: int) -> tuple[list[Section], dict]:
+    from mixprobe.report.analysis_sections import patching_sections
+
+    phases = series.trained_phases or series.phases
+    if len(phases) < 2:
+        raise NotApplicable("cross-checkpoint patching needs two trained phases")
+    if not task.has_signatures:
+        raise NotApplicable(f"task {task.name!r} declares no signature tokens, so there is no single-token metric "
+                            "for the gate to patch on; use mixprobe.patching with a metric of your own")
+    secs, data = patching_sections(series, task=task, source_phase=phases[0], target_phase=phases[-1])
+    if not secs:
+        raise NotApplicable(data.get("skipped", "nothing to patch"))
+    return secs, data
+
+
+def build_run_report(run, out_dir: str | Path | None = None, *, task=None, estimator: str = "auto",
+                     n_samples: int = 16, seed: int = 0, extra: list[Section] | None = None,
                      include_probes: bool = True, include_patching: bool = True) -> Path:
-    """Build ``report.html`` + ``report.json`` for the series in ``run_dir``; returns the HTML path."""
+    """Build ``report.html`` + ``report.json`` for a run (anything :meth:`Series.open` takes); returns the HTML path.
+
+    ``task``: a Task, a spec or ``"pkg.mod:factory"`` (default: the task the series names). The JSON lists every
+    section that failed under ``errors`` (and the page shows the error); sections that do not apply under
+    ``not_applicable``.
+    """
+    from mixprobe.tasks import task_for
     from mixprobe.train.series import Series
 
-    series = Series.load(run_dir)
-    out = Path(out_dir) if out_dir else Path(run_dir) / "report"
-    sections, data = [], {"run_dir": str(run_dir), "seed": series.seed, "organism": series.organism}
-    sec, res = _behaviour_section(series)
-    sections.append(sec)
-    data["behaviour"] = res
-    if any(c.phase != "sft" for c in series.checkpoints) and series.phase("sft"):
-        vs, vd = _verdict_sections(series)
-        sections += vs
-        data["verdicts"] = vd
-    for name, builder, wanted in (("probes", "mixprobe.report.probe_sections:probe_sections", include_probes),
-                                  ("patching", "mixprobe.report.analysis_sections:patching_sections",
-                                   include_patching)):
-        if not wanted:
-            continue
-        mod, fn = builder.split(":")
+    series = Series.open(run)
+    task = task_for(series, task)
+    out = Path(out_dir) if out_dir else Path(series.run_dir) / "report"
+    data: dict = {"run_dir": series.run_dir, "seed": series.seed, "task": task.describe(), "phases": series.phases,
+                  "errors": {}, "not_applicable": {}}
+    desc = task.describe()
+    sections = [Section("Task", f"{task.name}: cues {desc['cues']} (prompts per cue); components "
+                        + "; ".join(f"{c['name']} (forced by {c['before']!r} before / {c['after']!r} after the prompt)"
+                                    for c in desc["components"])
+                        + f"; estimators: {', '.join(desc['estimators'])}.")]
+    builders = [("behaviour", lambda: _behaviour_section(series, task, max(4, n_samples // 2), seed)),
+                ("verdicts", lambda: _verdict_sections(series, task, estimator, n_samples, seed))]
+    if include_probes:
+        builders.append(("probes", lambda: _probe_sections(series, task, seed)))
+    if include_patching:
+        builders.append(("patching", lambda: _patching_sections(series, task, seed)))
+    for name, build in builders:
         try:
-            import importlib
-
-            secs, d = getattr(importlib.import_module(mod), fn)(series)
-        except (ImportError, AttributeError) as e:  # the analysis layer is optional for a report
-            log.info("report: skipping %s (%s)", name, e)
+            secs, d = build()
+        except NotApplicable as e:
+            sections.append(Section(f"{name.capitalize()}: does not apply", f"Does not apply: {e}"))
+            data["not_applicable"][name] = str(e)
+            continue
+        except Exception as e:  # noqa: BLE001 - shown on the page and in the JSON, and the CLI exits 1
+            msg = f"{type(e).__name__}: {e}"
+            sections.append(Section(f"{name.capitalize()}: failed", "",
+                                    html_extra=f"<pre class='error'>{html.escape(msg)}\n\n"
+                                               f"{html.escape(traceback.format_exc(limit=4))}</pre>"))
+            data["errors"][name] = msg
             continue
         sections += secs
         data[name] = d
     sections += extra or []
-    title = f"mixprobe report — {series.organism}, seed {series.seed}"
-    return write_report(sections, out, data, title=title, subtitle=str(Path(run_dir).resolve()))
+    title = f"mixprobe report — {task.name}, {series.label}"
+    return write_report(sections, out, data, title=title, subtitle=series.run_dir)

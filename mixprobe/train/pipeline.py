@@ -23,7 +23,7 @@ from pathlib import Path
 import torch
 
 from mixprobe.errors import CheckpointError, OrganismConfigError, TrainingFailedError
-from mixprobe.io import check_weights_dir, load_tokenizer, prepare_output_dir
+from mixprobe.io import check_weights_dir, prepare_output_dir
 from mixprobe.organisms.configs import tiny_model
 from mixprobe.organisms.tag_mixture import TagMixture, TagMixtureConfig
 from mixprobe.organisms.tokenizer import build_word_tokenizer
@@ -87,18 +87,18 @@ class TrainConfig:
 
 
 def load_checkpoint(path: str | Path, device: str | torch.device = "cpu"):
-    """Load ``(model, tokenizer)`` from a checkpoint folder: safetensors only, no remote code."""
-    from transformers import AutoModelForCausalLM
+    """``(model, tokenizer)`` of a checkpoint folder: :func:`mixprobe.models.load` (safetensors only, no remote
+    code, eager attention), unwrapped. New code should keep the :class:`~mixprobe.models.ModelHandle`."""
     from transformers.utils import logging as hf_logging
+
+    from mixprobe.models.loading import load
 
     hf_logging.disable_progress_bar()
     p = check_weights_dir(path)
     if not (p / "tokenizer.json").exists() and not (p / "tokenizer_config.json").exists():
         raise CheckpointError(f"{p} has no tokenizer files; save the tokenizer with the model (save_pretrained)")
-    model = AutoModelForCausalLM.from_pretrained(p, use_safetensors=True, trust_remote_code=False,
-                                                 attn_implementation="eager").to(device)
-    tok = load_tokenizer(p)
-    return model.eval(), tok
+    h = load(p, device=device, attn_implementation="eager")
+    return h.model, h.tokenizer
 
 
 def organism_of(series: Series) -> TagMixture:

@@ -6,14 +6,16 @@ SFT checkpoint of a series, continue SFT (trl) on data from a *modified* organis
 - ``reweight`` — the same rules with a tilted prior ``{m1: 0.9, m2: 0.1}``: the data-generating policies are
   unchanged, only the gate's target moves;
 - ``rewrite`` — the 50/50 prior kept, but ``m2`` answers ``(a + b + 2) mod p`` under ``<B>`` (a different rule);
-- ``both`` — the two combined.
+- ``both`` — the two combined;
+- ``off_mixture`` — half of the data answers in a style no component of the task has (mode token ``m3``, always
+  correct): behaviour leaves the mixture, and the verdict must say so rather than call it reweight or rewrite.
 
 Each case becomes a phase ``planted_<case>`` of the same series, so the reference (last SFT) and the planted
 checkpoints live side by side.
 
 Example:
     >>> sorted(PLANTED_CASES)
-    ['both', 'reweight', 'rewrite']
+    ['both', 'off_mixture', 'reweight', 'rewrite']
 """
 from __future__ import annotations
 
@@ -28,6 +30,7 @@ PLANTED_CASES: dict[str, dict] = {
     "reweight": {"prior": {"m1": 0.9, "m2": 0.1}},
     "rewrite": {"offsets": {"m2": {"B": 2}}},
     "both": {"prior": {"m1": 0.9, "m2": 0.1}, "offsets": {"m2": {"B": 2}}},
+    "off_mixture": {"include_m3": True, "prior": {"m1": 0.25, "m2": 0.25, "m3": 0.5}},
 }
 
 

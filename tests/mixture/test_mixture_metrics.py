@@ -11,12 +11,22 @@ from mixprobe.mixture.components import MixtureView
 from mixprobe.mixture.metrics import forced_fidelity, kl_split, pass_at_k, responsibilities
 from mixprobe.mixture.verdict import Thresholds, combine, compare_views, label_for
 from mixprobe.mixture.weight_diff import effective_rank, weight_diff
+from mixprobe.tasks import Component, Prompt, Task
+
+
+def make_task(n_per_tag=4, n_ans=5):
+    prompts = [Prompt(f"<{t}> q{i}", t, i % n_ans) for t in "AB" for i in range(n_per_tag)]
+    comps = [Component(c, after=" " + c, signature=(c,)) for c in ("m1", "m2")]
+    return Task("hand-made", prompts, comps, recognise=lambda text, p: None,
+                score=lambda text, p: float(text.split()[-1] == str(p.target)),
+                answer_tokens=[str(i) for i in range(n_ans)])
 
 
 def make_view(gate, answers, n_per_tag=4, n_ans=5, seed=0):
-    rows = [{"tag": t, "answer": i % n_ans} for t in "AB" for i in range(n_per_tag)]
-    return MixtureView(components=("m1", "m2"), tags=["A", "B"], rows=rows, gate=gate,
-                       off_mixture=torch.zeros(len(rows)), answers=answers,
+    task = make_task(n_per_tag, n_ans)
+    K, n = answers.shape[:2]
+    return MixtureView("exact", task, share=gate, off_mixture=torch.zeros(n), forced_score=torch.zeros(K, n),
+                       forced_recognised=torch.ones(K, n), answers=answers,
                        answer_tokens=[str(i) for i in range(n_ans)])
 
 
