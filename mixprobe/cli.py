@@ -181,9 +181,9 @@ def _json_config(text: str | None) -> dict | None:
 def verdict(
     runs: list[str] = typer.Argument(..., help="one run per seed; " + RUN_HELP),
     target: str | None = typer.Option(None, "--target", help="phase (its last checkpoint) or checkpoint to judge "
-                                      "(default: each run's last phase)"),
-    reference: str | None = typer.Option(None, "--reference", help="reference phase or checkpoint (default: each "
-                                         "run's first phase)"),
+                                      "(default: each run's last phase; its last checkpoint)"),
+    reference: str | None = typer.Option(None, "--reference", help="reference phase or checkpoint (default: the "
+                                         "first phase's last checkpoint; with one phase, its first checkpoint)"),
     task: str | None = typer.Option(None, "--task", help=TASK_HELP),
     task_config: str | None = typer.Option(None, "--task-config", help=TASK_CONFIG_HELP),
     estimator: str = typer.Option("auto", "--estimator", help="auto (exact when the task has signature tokens), "
@@ -198,8 +198,9 @@ def verdict(
     evidence = {}
     for run in runs:
         s, t = _open(run, task, task_config)
-        ref = s.pick(reference or s.phases[0])
-        tgt = s.pick(target or s.phases[-1])
+        one_phase = len(s.phases) == 1
+        ref = s.pick(reference) if reference else (s.checkpoints[0] if one_phase else s.last(s.phases[0]))
+        tgt = s.pick(target) if target else s.last(s.phases[-1])
         if ref.name == tgt.name:
             from mixprobe.errors import CheckpointError
 

@@ -7,7 +7,8 @@ Mechanism: :func:`mixture_view` runs one of two estimators on a :class:`~mixprob
 - **exact** (tasks whose components declare signature tokens): the next-token distribution at the last prompt
   token restricted to the signatures' first tokens *is* the probability of expressing each component; the rest is
   ``off_mixture``. Each component's answer distribution is the next-token distribution after the forced prompt
-  (over the task's ``answer_tokens`` when given, renormalised; else the whole vocabulary). No sampling noise.
+  (over the task's ``answer_tokens`` when given, renormalised; else the whole vocabulary); the expected outcome with a
+  component forced is ``Σ_a P(a) · score(a)`` over the answer tokens (mass elsewhere scores 0). No sampling noise.
 - **sampled** (any task): ``n_samples`` completions per prompt from the model's own generation (temperature 1),
   each attributed by the task's ``recognise`` — unclaimed ones count as ``off_mixture``; and ``n_samples``
   completions per prompt with each component forced, scored by the task's ``score`` and kept as text, so two
@@ -134,6 +135,26 @@ class MixtureView:
                                              for k, c in enumerate(self.components)}
         return out
 
+    def intervals(self, confidence: float = 0.95) -> dict:
+        """Sampled views: per cue, ``(lo, hi)`` Clopper–Pearson intervals of each component's share, of
+        ``off_mixture`` and of each forced component's outcome (outcomes read as successes: a score ≥ 0.5)."""
+        from mixprobe.mixture.stats import clopper_pearson
+
+        if self.estimator != "sampled":
+            raise TaskError("intervals() needs a sampled view (estimator='sampled'); exact views have no sampling "
+                            "noise (compare prompts with mixprobe.mixture.stats.bootstrap_max)")
+        out: dict = {}
+        for cue in self.cues:
+            idx = self.task.cue_index(cue)
+            n = len(idx) * self.n_samples
+            k = lambda x: int(round(float(x.sum()) * self.n_samples))  # noqa: E731
+            out[cue] = {"share": {c: clopper_pearson(k(self.share[idx, j]), n, confidence)
+                                  for j, c in enumerate(self.components)},
+                        "off_mixture": clopper_pearson(k(self.off_mixture[idx]), n, confidence),
+                        "forced": {c: clopper_pearson(k(self.forced_score[j, idx]), n, confidence)
+                                   for j, c in enumerate(self.components)}}
+        return out
+
     def counts(self, cue: str) -> dict[str, tuple[int, int]]:
         """Sampled views: ``{component | "off_mixture": (successes, trials)}`` pooled over the cue's prompts."""
         if self.estimator != "sampled":
@@ -182,11 +203,11 @@ def exact_view(handle, task: Task, *, batch_size: int = 512) -> MixtureView:
         pr = next_token_probs(model, tok, [task.forced_prompt(c, p) for p in prompts], batch_size)
         if ans_ids is not None:
             pr = pr[:, ans_ids]
-            pr = pr / pr.sum(-1, keepdim=True).clamp_min(1e-12)
             opening = tok.decode(_suffix_ids(tok, [task.forced_prompt(c, prompts[0])], [prompts[0].text])[0])
             outcome = torch.tensor([[task.score_checked(f"{opening} {a}".strip(), p) for a in task.answer_tokens]
                                     for p in prompts])
-            fscore.append((pr * outcome).sum(-1))
+            fscore.append((pr * outcome).sum(-1))        # mass off the answer tokens scores 0, as when sampled
+            pr = pr / pr.sum(-1, keepdim=True).clamp_min(1e-12)
         else:
             fscore.append(torch.full((len(prompts),), float("nan")))
         answers.append(pr)

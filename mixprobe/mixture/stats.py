@@ -3,9 +3,9 @@
 Problem: a verdict computed from finitely many prompts (and, for the sampled estimator, finitely many
 completions) must say how sure it is; a statistic whose interval straddles a threshold cannot decide. Mechanism:
 
-- :func:`wilson` — the Wilson score interval of ``k`` successes in ``n`` trials (responsibilities and
-  off-mixture shares of a sampled view, pooled over a cue's prompts; pooling over prompts makes it
-  conservative for the mean over prompts).
+- :func:`clopper_pearson` (used for the per-checkpoint statistics of a sampled view: responsibilities, off-mixture
+  share, forced outcome, pooled over a cue's prompts — pooling makes it conservative for the mean over prompts) and
+  :func:`wilson` — binomial intervals of ``k`` successes in ``n`` trials.
 - :func:`bootstrap_max` — per-prompt values in several *cells* (a cue, or a (component, cue) pair); each cell's
   mean, and the percentile interval of the **maximum over cells** from resampling prompts within each cell
   (what the verdict thresholds: the largest gate shift over cues, the largest component change over cells).
@@ -60,6 +60,20 @@ def wilson(k: int, n: int, confidence: float = 0.95) -> tuple[float, float]:
     mid = (p + z * z / (2 * n)) / den
     half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / den
     return max(0.0, mid - half), min(1.0, mid + half)
+
+
+def clopper_pearson(k: int, n: int, confidence: float = 0.95) -> tuple[float, float]:
+    """The exact (Clopper–Pearson) binomial interval: conservative everywhere, also at ``k`` = 0, 1 or ``n``,
+    where Wilson's lower bound is too high (one hit in 784 draws of a 1e-4 event is not rare enough to exclude it).
+    """
+    from scipy.stats import beta
+
+    if n <= 0:
+        return 0.0, 1.0
+    a = 1 - confidence
+    lo = 0.0 if k == 0 else float(beta.ppf(a / 2, k, n - k + 1))
+    hi = 1.0 if k == n else float(beta.ppf(1 - a / 2, k + 1, n - k))
+    return lo, hi
 
 
 def bootstrap_max(cells: dict[str, np.ndarray], *, confidence: float = 0.95, n_boot: int = 2000,

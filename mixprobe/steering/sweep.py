@@ -5,7 +5,7 @@ question "does steering along the selection direction bring back the suppressed 
 each α, accuracy per tag and the frequency of each mode. Mechanism: :func:`sweep` runs a user callable
 ``evaluate(handle) -> {metric: float}`` once per α inside :func:`~mixprobe.steering.apply.steer` and returns one
 row per α (``{"alpha": α, **metrics}``); non-finite or non-numeric metrics raise
-:class:`~mixprobe.errors.MetricError`. :func:`recovery_ratio` turns a restored accuracy into the science brief's
+:class:`~mixprobe.errors.MetricError`. :func:`recovery_ratio` turns a restored accuracy into the
 *steering recovery* (restored accuracy / accuracy at the reference checkpoint).
 
 Example:

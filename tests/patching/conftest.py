@@ -8,6 +8,8 @@ import torch
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
+from patching_prompts import RAGGED_A, RAGGED_B, TAG_A, TAG_B  # noqa: E402,F401
+
 
 @pytest.fixture(scope="module")
 def tok():
@@ -37,10 +39,3 @@ def batches(tok):
         tb = as_batch(holder, tp)
         return (tb, as_batch(holder, sp)) if sp is not None else tb
     return make
-
-
-TAG_B = [f"<B> {a} + {b} =" for a, b in [(1, 2), (3, 4), (5, 6), (0, 0)]]
-TAG_A = [p.replace("<B>", "<A>") for p in TAG_B]
-# rows of different length (left padding), each source row the same length as its target row
-RAGGED_B = ["<B> 1 + 2 =", "<B> 3 =", "<B> 4 + 4 + 1 =", "<B> 2"]
-RAGGED_A = [p.replace("<B>", "<A>") for p in RAGGED_B]

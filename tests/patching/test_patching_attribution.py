@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from conftest import TAG_A, TAG_B
+from patching_prompts import TAG_A, TAG_B
 from mixprobe.errors import MetricError
 from mixprobe.patching import answer_accuracy, attribution_patch, compare_with_patching, logit_diff
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from conftest import TAG_A, TAG_B
+from patching_prompts import TAG_A, TAG_B
 from mixprobe.errors import (
     ArchitectureMismatchError,
     MetricError,

@@ -6,7 +6,7 @@ import json
 import pytest
 import torch
 
-from conftest import TAG_B
+from patching_prompts import TAG_B
 from mixprobe.errors import ArchitectureMismatchError, MixprobeError, ParameterError, ShapeError, SiteError
 from mixprobe.patching import (
     ParamPatch,

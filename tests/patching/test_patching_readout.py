@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from conftest import RAGGED_B, TAG_B
+from patching_prompts import RAGGED_B, TAG_B
 from mixprobe.errors import ArchitectureMismatchError, DataError, MetricError, ParameterError, PositionError, ShapeError
 from mixprobe.patching import logit_diff, readout_patch, token_prob
 from mixprobe.patching.positions import resolve_index

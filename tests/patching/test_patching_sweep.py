@@ -6,7 +6,7 @@ import copy
 import pytest
 import torch
 
-from conftest import RAGGED_A, RAGGED_B, TAG_A, TAG_B
+from patching_prompts import RAGGED_A, RAGGED_B, TAG_A, TAG_B
 from mixprobe.patching import logit_diff, patch, patch_sweep, restoration, token_prob
 from mixprobe.patching.positions import resolve_mask
 

@@ -10,7 +10,7 @@ import copy
 import pytest
 import torch
 
-from conftest import TAG_A, TAG_B
+from patching_prompts import TAG_A, TAG_B
 
 tl_patching = pytest.importorskip("transformer_lens.patching")
 
