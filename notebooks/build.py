@@ -230,15 +230,29 @@ p = load_checkpoint(planted.path(planted.last("planted_reweight")))
 vp = verdict({seed: (sft, p)}, organism)
 print(vp.label.upper(), "—", vp.summary())
 assert vp.label == "reweight\""""),
+    ("md", "## The same verdict from samples\n\nThe exact estimator needs signature tokens; the sampled one works for any "
+           "task (`docs/howto/define_a_task.md`): 16 completions per prompt, attributed by the task's recogniser. On "
+           "12 seeds × 7 comparisons it gave the exact label 82 times of 84, and `undecided` the other two — never a "
+           "different case."),
+    ("code", """from mixprobe.mixture.verdict import assess
+ex = v.per_seed[seed]
+sa = assess(sft, rl, organism, estimator="sampled", seed=seed)
+for name, e in (("exact", ex), ("sampled", sa)):
+    print(f"{name:8s} {e.label:10s} gate {e.intervals['gate_shift']['point']:.3f} "
+          f"[{e.intervals['gate_shift']['lo']:.3f}, {e.intervals['gate_shift']['hi']:.3f}]  component "
+          f"{e.intervals['component_change']['point']:.3f} [{e.intervals['component_change']['lo']:.3f}, "
+          f"{e.intervals['component_change']['hi']:.3f}]")
+assert sa.label in (ex.label, "undecided")"""),
     ("md", "## This seed beside many seeds\n\nWhat RL on `<A>` does to this organism is a statistic over seeds, and "
            "it differs between machines at the seed level (other CPUs change floating-point sums, and 1,650 training "
-           "steps amplify them). `experiments/seed_sweep.py` measured it on 12 seeds nobody developed against:"),
-    ("code", """import json, pathlib, mixprobe
-summary = json.loads((pathlib.Path(mixprobe.__file__).parents[1] / "experiments/results/seed_sweep/summary.json")
-                     .read_text())
-for case in ("rl_on_A", "rl_on_B", "reweight", "rewrite", "both"):
-    counts = summary["labels"][case]["counts"]
-    print(f"{case:9s}", ", ".join(f"{k} {n}/{summary['n']}" for k, n in counts.items() if n))"""),
+           "steps amplify them). `experiments/seed_sweep.py` trained 12 seeds nobody developed against; "
+           "`experiments/estimator_agreement.py` judged them with both estimators and the interval rule:"),
+    ("code", """import collections, json, pathlib, mixprobe
+rows = json.loads((pathlib.Path(mixprobe.__file__).parents[1] / "experiments/results/estimator_agreement/"
+                   "comparisons.json").read_text())
+for phase in ("rl", "rl_B", "planted_reweight", "planted_rewrite", "planted_both"):
+    counts = collections.Counter(r["exact"] for r in rows if r["variant"] == "default" and r["phase"] == phase)
+    print(f"{phase:17s}", ", ".join(f"{k} {n}/{sum(counts.values())}" for k, n in counts.most_common()))"""),
 ])
 
 

@@ -192,13 +192,19 @@ def compare_views(ref: MixtureView, tgt: MixtureView, th: Thresholds = Threshold
                                                                                          ("target", tgt))}
     off = bootstrap_max(off_cells, confidence=confidence, seed=seed + 2)
     label, reason = label_for(g, cm, th, off)
+    resp_ref, resp_tgt = responsibilities(ref), responsibilities(tgt)
+    if label in ("rewrite", "both") and " | " in cm.argmax:
+        comp, cue = cm.argmax.split(" | ")
+        used = resp_tgt[cue][comp]
+        reason += (f"; the largest change is in {comp} under {cue}, which the target expresses "
+                   f"{used:.0%} of the time there (reference {resp_ref[cue][comp]:.0%})")
     nan = lambda x: float(np.nanmean(x)) if np.isfinite(x).any() else float("nan")  # noqa: E731
     by_cue = {c: max(nan(gate_pp[idx[c]]), 0.0) if clip is not None else nan(gate_pp[idx[c]]) for c in cues}
     cells = {c: {k: (max(float(comp_pp[j, idx[c]].mean()), 0.0) if clip is not None
                      else float(comp_pp[j, idx[c]].mean())) for j, k in enumerate(comps)} for c in cues}
     return Evidence(label=label, reason=reason, gate_shift=g.point, component_change=cm.point,
                     gate_shift_by_cue=by_cue, component_change_by_cell=cells,
-                    responsibilities_ref=responsibilities(ref), responsibilities_tgt=responsibilities(tgt),
+                    responsibilities_ref=resp_ref, responsibilities_tgt=resp_tgt,
                     fidelity=forced_fidelity(tgt, ref),
                     kl_split=kl_split(tgt, ref) if tgt.estimator == "exact" else {},
                     off_mixture=float(tgt.off_mixture.mean()), estimator=tgt.estimator,

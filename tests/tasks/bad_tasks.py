@@ -37,3 +37,14 @@ def cue_without_prompts() -> Task:
 def empty_prefix() -> Task:
     t = _base()
     return Task(t.name, t.prompts, [Component("m1", after=" m1"), Component("m2", before="  ")], t.recognise, t.score)
+
+
+def raising_score() -> Task:
+    """A valid definition whose score fails at run time on completions the model may produce."""
+    t = _base()
+
+    def score(text, prompt):
+        raise KeyError(f"no reference answer for {prompt.text!r}")
+
+    t.score = score
+    return t

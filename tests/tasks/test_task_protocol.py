@@ -118,3 +118,19 @@ def test_cli_runs_on_a_trainer_output_dir(trainer_dir, tmp_path):
         s = ev["intervals"][k]
         assert s["lo"] <= s["point"] <= s["hi"]
     assert ev["gate_shift"] > 0 and v["label"] in ("reweight", "rewrite", "both", "off_mixture", "undecided")
+
+
+def test_report_shows_a_failing_section_and_exits_1(trainer_dir, tmp_path):
+    """A section that raises is on the page with its error, listed in the JSON, and the command exits 1; the other
+    sections are still there."""
+    import json
+
+    env = {"PYTHONPATH": str(HERE) + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    r = runner.invoke(app, ["report", str(trainer_dir), "--task", "bad_tasks:raising_score", "--out",
+                            str(tmp_path / "rep"), "--samples", "2", "--no-probes", "--no-patching"], env=env)
+    assert r.exit_code == 1, r.output
+    data = json.loads((tmp_path / "rep" / "report.json").read_text())
+    assert set(data["errors"]) == {"behaviour"} and "no reference answer" in data["errors"]["behaviour"]
+    assert "one phase" in data["not_applicable"]["verdicts"]      # does not apply: said, not hidden
+    page = (tmp_path / "rep" / "report.html").read_text()
+    assert "Behaviour: failed" in page and "no reference answer" in page and "<h2>Task</h2>" in page
