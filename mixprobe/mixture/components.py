@@ -59,6 +59,15 @@ def as_handle(obj, tokenizer=None):
     return ModelHandle(obj, tokenizer)
 
 
+def handle_and_task(model, args: tuple, name: str):
+    """``(handle, task)`` from ``f(handle, task)`` or ``f(model, tokenizer, task)`` call arguments."""
+    if len(args) == 1:
+        return as_handle(model), as_task(args[0])
+    if len(args) == 2:
+        return as_handle(model, args[0]), as_task(args[1])
+    raise TypeError(f"call {name}(handle, task) or {name}(model, tokenizer, task)")
+
+
 def unwrap(obj, tokenizer=None):
     """``(model, tokenizer)`` from a ModelHandle, a ``(model, tokenizer)`` pair, or a model plus ``tokenizer``."""
     h = as_handle(obj, tokenizer)
@@ -313,13 +322,7 @@ def mixture_view(model, *args: Any, estimator: str = "exact", n_samples: int = 1
     (signature tokens needed), ``"sampled"`` (``n_samples`` completions per prompt, seeded) or ``"auto"``
     (exact when the task allows it).
     """
-    if len(args) == 1:
-        handle, task = as_handle(model), args[0]
-    elif len(args) == 2:
-        handle, task = as_handle(model, args[0]), args[1]
-    else:
-        raise TypeError("call mixture_view(handle, task) or mixture_view(model, tokenizer, task)")
-    task = as_task(task)
+    handle, task = handle_and_task(model, args, "mixture_view")
     kind = resolve_estimator(task, estimator)
     if kind == "exact":
         return exact_view(handle, task, batch_size=batch_size)

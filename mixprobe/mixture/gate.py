@@ -52,12 +52,6 @@ class GateData:
         return torch.tensor(keep, dtype=torch.long)
 
 
-def _handle(model, tokenizer):
-    from mixprobe.models.handle import ModelHandle
-
-    return ModelHandle(model, tokenizer)
-
-
 def gate_dataset(series, task, *, sites, checkpoints: list[str] | None = None, seed: int = 0,
                  estimator: str = "auto", n_samples: int = 16) -> GateData:
     """Last-prompt-token activations at ``sites`` for every prompt at every checkpoint (default: all).
@@ -90,15 +84,16 @@ def gate_dataset(series, task, *, sites, checkpoints: list[str] | None = None, s
                     components=task.component_names)
 
 
-def expressed_dataset(model, tokenizer, task, *, sites) -> GateData:
+def expressed_dataset(model, *args, sites) -> GateData:
     """Activations at the last token of each forced prompt, labelled by the forced component.
 
     With forcing by an ``after`` text (the tag mixture's signature) that token's output is the answer, so this reads
     "which component is being expressed". With forcing by a ``before`` line the label is written in the input
     itself: a probe reads it by construction (say so where you show it).
     """
-    task = as_task(task)
-    h = _handle(model, tokenizer)
+    from mixprobe.mixture.components import handle_and_task
+
+    h, task = handle_and_task(model, args, "expressed_dataset")
     prompts, labels, tags = [], [], []
     for k, c in enumerate(task.components):
         for p in task.prompts:
@@ -112,18 +107,17 @@ def expressed_dataset(model, tokenizer, task, *, sites) -> GateData:
                     extra={"by_construction": any(c.before for c in task.components)})
 
 
-def readout_direction(model, tokenizer, task, *, toward: str, away: str) -> torch.Tensor:
+def readout_direction(model, *args, toward: str, away: str) -> torch.Tensor:
     """``W_U⁺ (e_toward − e_away)`` at ``final_norm``: +1 logit for ``toward``'s signature, −1 for ``away``'s."""
     from mixprobe.errors import TaskError
-    from mixprobe.mixture.components import unwrap
+    from mixprobe.mixture.components import handle_and_task
 
-    task = as_task(task)
+    h, task = handle_and_task(model, args, "readout_direction")
     if not task.has_signatures:
         raise TaskError(f"task {task.name!r} declares no signature tokens, so there is no readout-defined selection "
                         "direction; fit one from activations instead (mixprobe.steering.SteeringVector)")
-    model, tokenizer = unwrap(model, tokenizer)
-    W = model.get_output_embeddings().weight.detach().float()
-    vocab = tokenizer.get_vocab()
+    W = h.model.get_output_embeddings().weight.detach().float()
+    vocab = h.tokenizer.get_vocab()
     e = torch.zeros(W.shape[0])
     e[vocab[task.component(toward).signature[0]]] = 1.0
     e[vocab[task.component(away).signature[0]]] = -1.0

@@ -92,7 +92,7 @@ class ExpressedSplit:
                 np.stack([self.test[s] for s in self.sites]).astype(dtype), self.y_test)
 
 
-def expressed_split(model, tokenizer, task, *, sites: list[str] | None = None, standardize: bool = True,
+def expressed_split(model, *args, sites: list[str] | None = None, standardize: bool = True,
                     seed: int = 0) -> ExpressedSplit:
     """The probe workload of :func:`probe_layer_sweep` on one checkpoint: which component is being expressed.
 
@@ -101,12 +101,12 @@ def expressed_split(model, tokenizer, task, *, sites: list[str] | None = None, s
     never straddle the split). ``standardize``: per-site, per-feature z-score with the training rows' statistics
     (float64; ``+1e-6`` on the standard deviation), so one ``C`` suits every site.
     """
+    from mixprobe.mixture.components import handle_and_task
     from mixprobe.mixture.gate import expressed_dataset
-    from mixprobe.tasks import as_task
 
-    task = as_task(task)
-    used = sites or default_sites(model.config.num_hidden_layers)
-    data = expressed_dataset(model, tokenizer, task, sites=used)
+    h, task = handle_and_task(model, args, "expressed_split")
+    used = sites or default_sites(h.n_layers)
+    data = expressed_dataset(h, task, sites=used)
     n_prompts = len(task.prompts)
     train_p, _ = _prompt_split(n_prompts, seed)
     tr = np.isin(np.arange(len(data.labels)) % n_prompts, train_p)
@@ -137,7 +137,7 @@ def probe_layer_sweep(series, *, task=None, checkpoints: list[str] | None = None
     used_sites: list[str] = []
     for name in names:
         h = series.handle(name)
-        sp = expressed_split(h.model, h.tokenizer, task, sites=sites, standardize=standardize, seed=seed)
+        sp = expressed_split(h, task, sites=sites, standardize=standardize, seed=seed)
         fits = fit_probes(sp.train, sp.y_train, C=C, dtype="float64")   # every site at once
         acc[name] = {s: float(fits[s].score(sp.test[s], sp.y_test)) for s in sp.sites}
         used_sites = sp.sites
@@ -228,7 +228,7 @@ def steering_dose_response(series, checkpoint: str, *, toward: str, away: str | 
         raise DataError(f"unknown component {toward!r}; the task has {comps}")
     away = away or next(c for c in comps if c != toward)
     h = series.handle(checkpoint)
-    v = SteeringVector.from_tensors({"final_norm": readout_direction(h, None, task, toward=toward, away=away)},
+    v = SteeringVector.from_tensors({"final_norm": readout_direction(h, task, toward=toward, away=away)},
                                     normalize=False)
     k = comps.index(toward)
     rows = []

@@ -11,10 +11,11 @@ code, and a typo in a path must say what to do. Mechanism: :func:`load` dispatch
 - an in-memory HF model (+ ``tokenizer=``), a ``PeftModel``, a ``TransformerBridge``, an nnsight model → wrapped;
 - ``backend="transformer_lens"`` / ``"nnsight"`` wraps a loaded HF model in a bridge / nnsight model.
 
-:func:`load_series` reads a run's ``series.json`` (format ``mixprobe.series/1``, see docs/architecture.md) into a
-:class:`SeriesManifest` whose ``paths()`` are the absolute checkpoint folders; given a trl / transformers
-``output_dir`` (``checkpoint-<step>`` folders, no ``series.json``) it builds the series from those, and
-:func:`trainer_series` joins several such runs (``{"sft": ..., "rl": ...}``) into one series.
+:func:`load_series` reads a run's ``series.json`` (format ``mixprobe.series/1``, see docs/architecture.md) into the
+one series type, :class:`mixprobe.train.series.Series` (``SeriesManifest`` is its old name), whose ``paths()`` are
+the absolute checkpoint folders; given a trl / transformers ``output_dir`` (``checkpoint-<step>`` folders, no
+``series.json``) it builds the series from those, and :func:`trainer_series` joins several such runs
+(``{"sft": ..., "rl": ...}``) into one series (both are :meth:`Series.open`).
 
 Example:
     >>> import tempfile
