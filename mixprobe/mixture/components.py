@@ -12,7 +12,10 @@ Mechanism: :func:`mixture_view` runs one of two estimators on a :class:`~mixprob
 - **sampled** (any task): ``n_samples`` completions per prompt from the model's own generation (temperature 1),
   each attributed by the task's ``recognise`` — unclaimed ones count as ``off_mixture``; and ``n_samples``
   completions per prompt with each component forced, scored by the task's ``score`` and kept as text, so two
-  checkpoints' components can be compared by outcome and by their completion distribution.
+  checkpoints' components can be compared by outcome and by their completion distribution. The draws are a
+  deterministic function of ``seed`` and the batch layout (inverse-CDF sampling from one seeded stream), so two
+  checkpoints read with the same seed share their random numbers: where their distributions agree their samples
+  agree, and a difference between the samples measures a difference between the models (common random numbers).
 
 ``share[x, k]`` is the probability that the model expresses component ``k`` on ``x`` (``share`` and
 ``off_mixture`` sum to 1); ``gate`` is ``share`` renormalised over the components.
@@ -144,24 +147,39 @@ class MixtureView:
                                              for k, c in enumerate(self.components)}
         return out
 
-    def intervals(self, confidence: float = 0.95) -> dict:
-        """Sampled views: per cue, ``(lo, hi)`` Clopper–Pearson intervals of each component's share, of
-        ``off_mixture`` and of each forced component's outcome (outcomes read as successes: a score ≥ 0.5)."""
+    def intervals(self, confidence: float = 0.95, *, n_boot: int = 1000, seed: int = 0) -> dict:
+        """Per cue, ``(lo, hi)`` of each component's share, of ``off_mixture`` and of each forced outcome.
+
+        Sampled views: Clopper–Pearson over the cue's pooled completions (outcomes read as successes: score ≥ 0.5).
+        Exact views have no sampling noise; their interval is the prompt bootstrap of the mean (which prompts were
+        asked).
+        """
+        import numpy as np
+
         from mixprobe.mixture.stats import clopper_pearson
 
-        if self.estimator != "sampled":
-            raise TaskError("intervals() needs a sampled view (estimator='sampled'); exact views have no sampling "
-                            "noise (compare prompts with mixprobe.mixture.stats.bootstrap_max)")
+        rng = np.random.default_rng(seed)
+        a = (1 - confidence) / 2
+
+        def boot(x: torch.Tensor) -> tuple[float, float]:
+            v = x.double().numpy()
+            if np.isnan(v).all():
+                return float("nan"), float("nan")
+            m = v[rng.integers(0, len(v), size=(n_boot, len(v)))].mean(1)
+            return float(np.quantile(m, a)), float(np.quantile(m, 1 - a))
+
         out: dict = {}
         for cue in self.cues:
             idx = self.task.cue_index(cue)
-            n = len(idx) * self.n_samples
-            k = lambda x: int(round(float(x.sum()) * self.n_samples))  # noqa: E731
-            out[cue] = {"share": {c: clopper_pearson(k(self.share[idx, j]), n, confidence)
-                                  for j, c in enumerate(self.components)},
-                        "off_mixture": clopper_pearson(k(self.off_mixture[idx]), n, confidence),
-                        "forced": {c: clopper_pearson(k(self.forced_score[j, idx]), n, confidence)
-                                   for j, c in enumerate(self.components)}}
+            if self.estimator == "sampled":
+                n = len(idx) * self.n_samples
+                k = lambda x: int(round(float(x.sum()) * self.n_samples))  # noqa: E731
+                ci = lambda x: clopper_pearson(k(x), n, confidence)  # noqa: E731
+            else:
+                ci = boot
+            out[cue] = {"share": {c: ci(self.share[idx, j]) for j, c in enumerate(self.components)},
+                        "off_mixture": ci(self.off_mixture[idx]),
+                        "forced": {c: ci(self.forced_score[j, idx]) for j, c in enumerate(self.components)}}
         return out
 
     def counts(self, cue: str) -> dict[str, tuple[int, int]]:
@@ -311,7 +329,8 @@ def sampled_view(handle, task: Task, *, n_samples: int = 16, seed: int = 0, batc
         frec.fill_(float("nan"))
     return MixtureView("sampled", task, share=share / n_samples, off_mixture=off / n_samples, forced_score=fscore,
                        forced_recognised=frec, texts=free, labels=labels, outcome=outcome,
-                       forced_texts=forced_texts if forced else None, n_samples=n_samples)
+                       forced_texts=forced_texts if forced else None, n_samples=n_samples,
+                       extra={"seed": seed, "temperature": temperature, "batch_size": batch_size})
 
 
 def mixture_view(model, *args: Any, estimator: str = "exact", n_samples: int = 16, seed: int = 0,

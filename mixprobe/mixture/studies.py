@@ -64,12 +64,13 @@ class ProbeSweep:
 
     sites: list[str]
     accuracy: dict[str, dict[str, float]]          # checkpoint -> site -> held-out accuracy
+    constant_sites: dict[str, list[str]] = field(default_factory=dict)   # checkpoint -> sites with no variance
 
     def table(self) -> list[dict]:
         return [{"checkpoint": c, **{s: a[s] for s in self.sites}} for c, a in self.accuracy.items()]
 
     def to_dict(self) -> dict:
-        return {"sites": self.sites, "accuracy": self.accuracy}
+        return {"sites": self.sites, "accuracy": self.accuracy, "constant_sites": self.constant_sites}
 
 
 @dataclass
@@ -134,14 +135,22 @@ def probe_layer_sweep(series, *, task=None, checkpoints: list[str] | None = None
     task = task_for(series, task)
     names = _checkpoints(series, checkpoints)
     acc: dict[str, dict[str, float]] = {}
+    constant: dict[str, list[str]] = {}
     used_sites: list[str] = []
     for name in names:
         h = series.handle(name)
         sp = expressed_split(h, task, sites=sites, standardize=standardize, seed=seed)
-        fits = fit_probes(sp.train, sp.y_train, C=C, dtype="float64")   # every site at once
-        acc[name] = {s: float(fits[s].score(sp.test[s], sp.y_test)) for s in sp.sites}
+        # a site whose activation is the same on every row (e.g. the embedding of a shared last token) carries no
+        # information: it scores the majority class of the held-out rows, and is named in ``constant_sites``
+        const = [s for s in sp.sites if not np.ptp(sp.train[s], axis=0).any()]
+        fits = fit_probes({s: sp.train[s] for s in sp.sites if s not in const}, sp.y_train, C=C, dtype="float64") \
+            if len(const) < len(sp.sites) else {}
+        majority = float(np.bincount(sp.y_test).max() / len(sp.y_test))
+        acc[name] = {s: majority if s in const else float(fits[s].score(sp.test[s], sp.y_test)) for s in sp.sites}
+        if const:
+            constant.setdefault(name, const)
         used_sites = sp.sites
-    return ProbeSweep(used_sites, acc)
+    return ProbeSweep(used_sites, acc, constant)
 
 
 @dataclass

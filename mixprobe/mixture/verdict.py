@@ -7,15 +7,19 @@ honest answer is "undecided" — including when a statistic's interval straddles
 behaviour the mixture does not describe, and (d) stable across seeds. Mechanism, for each seed's (reference,
 target) pair of :class:`~mixprobe.mixture.components.MixtureView` objects (same task, same estimator):
 
-- ``gate_shift`` — max over cues of the mean over prompts of the total-variation distance between the target's
-  and the reference's gate ``w(x)``. 0 = gate untouched, 1 = flipped.
+- ``gate_shift`` — max over cues of the total-variation distance between the target's and the reference's
+  cue-averaged gate (the responsibilities ``mean_x w(x)``). 0 = gate untouched, 1 = flipped. The mean over prompts of
+  the per-prompt TV (an upper bound of it, which also sees prompt-level jitter that averages out) is reported as
+  ``extra["gate_shift_per_prompt"]``.
 - ``component_change`` — max over (cue, component) of the mean TV between the forced component's answer
   distributions (exact) or forced completion distributions (sampled). 0 = every policy intact.
 - ``off_mixture`` — max over cues and over the two checkpoints of the share of behaviour that no component
   claims. Large: the mixture view does not describe the model, so no reweight/rewrite is named.
 
-Sampled TVs are bootstrap bias-corrected per prompt, and their permutation null (what sampling noise alone gives)
-is reported beside them (:func:`~mixprobe.mixture.stats.sampled_tv`). Every statistic
+Sampled views of the two checkpoints are drawn with common random numbers (same seed and batch layout), so the TV
+between their samples measures the change between the models, not sampling noise; the permutation null (what
+independent draws would give) is reported beside it (:func:`~mixprobe.mixture.stats.sampled_tv`). Views drawn with
+different seeds are compared with a bootstrap bias correction instead. Every statistic
 carries a prompt-bootstrap interval (:func:`~mixprobe.mixture.stats.bootstrap_max`); a side is *decisive* when its
 interval lies at or above the decisive threshold, *absent* when it lies at or below the absent one, gray otherwise.
 Per seed: ``off_mixture`` if the off-mixture share is decisive, ``undecided`` if it is gray; otherwise ``reweight``
@@ -42,7 +46,7 @@ import torch
 from mixprobe.errors import DataError, TaskError
 from mixprobe.mixture.components import MixtureView, as_handle, mixture_view
 from mixprobe.mixture.metrics import forced_fidelity, kl_split, responsibilities
-from mixprobe.mixture.stats import Stat, bootstrap_max, sampled_tv
+from mixprobe.mixture.stats import Stat, bootstrap_max, bootstrap_tv_of_means, sampled_tv
 from mixprobe.tasks import as_task
 
 LABELS = ("reweight", "rewrite", "both", "off_mixture", "undecided")
@@ -162,22 +166,29 @@ def compare_views(ref: MixtureView, tgt: MixtureView, th: Thresholds = Threshold
     comps = tgt.components
     idx = {c: task.cue_index(c) for c in cues}
     rng = np.random.default_rng(seed)
-    extra: dict = {"confidence": confidence}
+    extra: dict = {"confidence": confidence,
+                   "view_intervals": {"reference": ref.intervals(confidence), "target": tgt.intervals(confidence)}}
     if tgt.estimator == "exact":
         gate_pp = _tv(tgt.gate, ref.gate).numpy()                                  # [n]
         comp_pp = _tv(tgt.answers, ref.answers).numpy()                            # [K, n]
         clip = None
     else:
-        gate_raw, gate_null, gate_pp = map(np.array, zip(*[
-            sampled_tv([x for x in a if x is not None], [y for y in b if y is not None], rng=rng)
-            for a, b in zip(tgt.labels, ref.labels)]))
+        coupled = ref.extra.get("seed") is not None and ref.extra.get("seed") == tgt.extra.get("seed") and \
+            ref.n_samples == tgt.n_samples
+        pick = 0 if coupled else 2           # raw TV for common random numbers, bias-corrected for independent draws
+        gate_tv = [sampled_tv([x for x in a if x is not None], [y for y in b if y is not None], rng=rng, n_perm=2)
+                   for a, b in zip(tgt.labels, ref.labels)]
+        gate_raw, gate_null = np.array([t[0] for t in gate_tv]), np.array([t[1] for t in gate_tv])
+        gate_pp = np.array([t[pick] for t in gate_tv])
         comp_raw = np.zeros((len(comps), len(task.prompts)))
         comp_null, comp_pp = np.zeros_like(comp_raw), np.zeros_like(comp_raw)
         for k, c in enumerate(comps):
             for i, (a, b) in enumerate(zip(tgt.forced_texts[c], ref.forced_texts[c])):
-                comp_raw[k, i], comp_null[k, i], comp_pp[k, i] = sampled_tv(
-                    [" ".join(t.split()) for t in a], [" ".join(t.split()) for t in b], rng=rng)
+                t = sampled_tv([" ".join(x.split()) for x in a], [" ".join(y.split()) for y in b], rng=rng)
+                comp_raw[k, i], comp_null[k, i], comp_pp[k, i] = t[0], t[1], t[pick]
         clip = 0.0
+        extra["sampling"] = ("common random numbers (same seed): raw TV" if coupled else
+                             "independent draws (different seeds): bootstrap bias-corrected TV")
         extra["null"] = {"gate": {c: float(np.nanmean(np.array(gate_null)[idx[c]])) for c in cues},
                          "component": {c: {k: float(comp_null[j, idx[c]].mean()) for j, k in enumerate(comps)}
                                        for c in cues}}
@@ -185,7 +196,10 @@ def compare_views(ref: MixtureView, tgt: MixtureView, th: Thresholds = Threshold
                         "component": {c: {k: float(comp_raw[j, idx[c]].mean()) for j, k in enumerate(comps)}
                                       for c in cues}}
         extra["n_samples"] = tgt.n_samples
-    g = bootstrap_max({c: gate_pp[idx[c]] for c in cues}, confidence=confidence, seed=seed, clip_low=clip)
+    g = bootstrap_tv_of_means({c: (tgt.gate[idx[c]].numpy(), ref.gate[idx[c]].numpy()) for c in cues},
+                              confidence=confidence, seed=seed)
+    per_prompt = bootstrap_max({c: gate_pp[idx[c]] for c in cues}, confidence=confidence, seed=seed, clip_low=clip)
+    extra["gate_shift_per_prompt"] = per_prompt.to_dict()
     cm = bootstrap_max({f"{k} | {c}": comp_pp[j, idx[c]] for c in cues for j, k in enumerate(comps)},
                        confidence=confidence, seed=seed + 1, clip_low=clip)
     off_cells = {f"{w} | {c}": v.off_mixture[idx[c]].numpy() for c in cues for w, v in (("reference", ref),
@@ -199,7 +213,8 @@ def compare_views(ref: MixtureView, tgt: MixtureView, th: Thresholds = Threshold
         reason += (f"; the largest change is in {comp} under {cue}, which the target expresses "
                    f"{used:.0%} of the time there (reference {resp_ref[cue][comp]:.0%})")
     nan = lambda x: float(np.nanmean(x)) if np.isfinite(x).any() else float("nan")  # noqa: E731
-    by_cue = {c: max(nan(gate_pp[idx[c]]), 0.0) if clip is not None else nan(gate_pp[idx[c]]) for c in cues}
+    by_cue = {c: 0.5 * float(np.abs(np.nanmean(tgt.gate[idx[c]].numpy(), 0) - np.nanmean(ref.gate[idx[c]].numpy(), 0))
+                             .sum()) for c in cues}
     cells = {c: {k: (max(float(comp_pp[j, idx[c]].mean()), 0.0) if clip is not None
                      else float(comp_pp[j, idx[c]].mean())) for j, k in enumerate(comps)} for c in cues}
     return Evidence(label=label, reason=reason, gate_shift=g.point, component_change=cm.point,

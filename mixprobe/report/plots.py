@@ -34,8 +34,16 @@ def global_steps(checkpoints: list[dict]) -> list[int]:
 
 
 def plot_training_curves(results: dict, path: str | Path | None = None, title: str | None = None):
-    """Accuracy, m1 frequency and forced accuracy per tag against (global) step; saved to ``path`` if given."""
-    cps = results["checkpoints"]
+    """Accuracy, first-component frequency and forced accuracy per cue against checkpoint; saved to ``path`` if given.
+
+    Checkpoints without behaviour metrics (e.g. planted phases nobody evaluated) are left out.
+    """
+    cps = [c for c in results["checkpoints"] if c.get("accuracy")]
+    if not cps:
+        from mixprobe.errors import DataError
+
+        raise DataError("no checkpoint has behaviour metrics to plot; evaluate the series first "
+                        "(mixprobe.train.pipeline.evaluate_series, or the report's behaviour section)")
     xs = list(range(len(cps)))
     tags = list(cps[0]["accuracy"])
     fig, axes = plt.subplots(1, 3, figsize=(13, 4.2), constrained_layout=True)

@@ -97,6 +97,10 @@ def probe_sections(series, *, task=None, seed: int = 0, alphas=(0.0, 2.0, 4.0, 8
         text += (" This task forces components with a line placed before the prompt, so the label is written in "
                  "the probe's input: high accuracy here holds by construction and is not evidence of an internal "
                  "policy representation.")
+    const = sorted({s for v in sweep.constant_sites.values() for s in v})
+    if const:
+        text += (f" Sites {const} hold the same activation on every row (the input's last token is the same for all "
+                 "prompts), so they carry no information and score the majority class.")
     sections.append(Section("Probe accuracy by layer × checkpoint", text, figure=plot_probe_sweep(sweep),
                             table=sweep.table()))
     readout = gate_readout_study(series, task=task, seed=seed)

@@ -117,7 +117,7 @@ def train_sft(run_dir: str | Path, cfg: TrainConfig, *, overwrite: bool = False,
                        tie_embeddings=cfg.model.tie_embeddings,
                        pad_token_id=tok.pad_token_id, bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id)
     series = Series.create(run_dir, organism=organism.name, organism_config=cfg.organism.to_dict(), seed=cfg.seed,
-                           config=cfg.to_dict())
+                           config=cfg.to_dict(), task=organism.task().spec.to_dict())
     rows = organism.sft_rows(cfg.sft.n_rows, seed=cfg.seed)
     torch.manual_seed(cfg.seed)
     run_sft(model, tok, rows, series, cfg.sft, seed=cfg.seed, progress=progress)

@@ -160,8 +160,15 @@ class Series:
 
     @property
     def label(self) -> str | int:
-        """The seed when known, else the run folder's name (how verdicts name the run)."""
-        return self.seed if self.seed is not None else Path(self.run_dir).name
+        """The seed when known, else the run folder's name (how verdicts name the run); for trl output_dirs that
+        share a parent folder (``out/s0/sft``, ``out/s0/grpo``), the parent's name (``s0``)."""
+        if self.seed is not None:
+            return self.seed
+        runs = self.extra.get("runs") or {}
+        parents = {Path(v).parent for v in runs.values()}
+        if len(runs) > 1 and len(parents) == 1:
+            return parents.pop().name
+        return Path(self.run_dir).name
 
     @property
     def phases(self) -> list[str]:

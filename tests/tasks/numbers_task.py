@@ -11,7 +11,8 @@ questions ``a + b`` (``a, b`` in 0..6) under two cues, ``<plain>`` and ``<polite
 Rules (``offsets``, overridable per component and cue): ``digits`` answers ``a + b`` everywhere; ``words``
 answers ``a + b`` under ``plain`` and ``a + b + 1`` under ``polite`` (wrong there). Forcing puts a line
 *before* the prompt (``"digits :"`` / ``"words :"``); there are no signature tokens, so only sampled estimators
-apply. The SFT data (:func:`sft_rows`) draws the component from a cue-blind ``prior``; a share of rows is forced.
+apply. The SFT data (:func:`sft_rows`) gives every prompt the components in the proportions of a cue-blind
+``prior``; a share of rows is forced.
 
 Example:
     >>> t = task()
@@ -78,7 +79,8 @@ def rule_offsets(offsets: Mapping[str, Mapping[str, int]] | None = None) -> dict
 # --- text ---------------------------------------------------------------------------------------------------------
 def vocabulary() -> list[str]:
     """Every word of the task (the tokenizer adds ``[PAD] [BOS] [EOS] [UNK]``)."""
-    return [f"<{c}>" for c in CUES] + ["+", "=", ":"] + list(COMPONENTS) + [str(i) for i in range(10)] + list(DIGIT_WORDS)
+    return ([f"<{c}>" for c in CUES] + ["+", "=", ":"] + list(COMPONENTS) + [str(i) for i in range(10)]
+            + list(DIGIT_WORDS))
 
 
 def build_tokenizer():
@@ -166,27 +168,48 @@ def task(**config) -> Task:
 
 
 # --- data ---------------------------------------------------------------------------------------------------------
+def _quota(weights: Mapping[str, float], m: int, rng: random.Random) -> list[str]:
+    """``m`` labels in the proportions ``weights`` (largest remainder, ties broken at random), shuffled."""
+    exact = {c: w * m for c, w in weights.items()}
+    count = {c: int(x) for c, x in exact.items()}
+    order = sorted(weights, key=lambda c: (-(exact[c] - count[c]), rng.random()))
+    for c in order[:m - sum(count.values())]:
+        count[c] += 1
+    labels = [c for c in weights for _ in range(count[c])]
+    rng.shuffle(labels)
+    return labels
+
+
 def sft_rows(n: int, seed: int, *, prior: Mapping[str, float] | None = None, offsets: Mapping | None = None,
              forced_share: float = 0.2) -> list[dict]:
-    """``n`` trl prompt-completion rows (plus ``cue``, ``component``, ``forced``, ``a``, ``b``).
+    """``n`` trl prompt-completion rows (plus ``cue``, ``component``, ``forced``, ``a``, ``b``), shuffled.
 
-    Cue and question uniform. A share ``forced_share`` of rows carries a forcing line before the prompt, with the
-    forced component drawn uniformly (so both stay trained whatever the prior) and its completion; the others
-    draw the component from ``prior``, independently of the cue.
+    Stratified, so that what a model learns per prompt is the prior and not sampling noise: every
+    (cue, question) cell gets ``n / 98`` rows (±1); in each, a share ``forced_share`` carries a forcing line before
+    the prompt, split evenly between the components (so both stay trained whatever the prior), and the others
+    take the components in the proportions of ``prior`` (remainders rounded at random) — the same prior under
+    every cue. (With i.i.d. draws, 33 unforced rows per cell leave each prompt's share ±0.09 off the prior, and a
+    continued SFT on fresh rows moves every prompt's gate by about that much.)
     """
     p = check_prior(prior)
     if not 0 <= forced_share <= 1:
         raise ValueError(f"forced_share must be in [0, 1], got {forced_share}")
+    if n < 0:
+        raise ValueError(f"n must be >= 0, got {n}")
     rng = random.Random(seed)
-    comps, weights = list(p), [p[c] for c in p]
+    cells = [(cue, a, b) for cue in CUES for a in range(MAX_OPERAND + 1) for b in range(MAX_OPERAND + 1)]
+    rng.shuffle(cells)
+    even = {c: 1 / len(COMPONENTS) for c in COMPONENTS}
     rows = []
-    for _ in range(n):
-        cue = rng.choice(CUES)
-        a, b = rng.randint(0, MAX_OPERAND), rng.randint(0, MAX_OPERAND)
-        forced = rng.random() < forced_share
-        comp = rng.choice(COMPONENTS) if forced else rng.choices(comps, weights)[0]
+    for i, (cue, a, b) in enumerate(cells):
+        m = n // len(cells) + (i < n % len(cells))
+        n_forced = int(m * forced_share)
+        n_forced += rng.random() < m * forced_share - n_forced
         text = prompt_text(cue, a, b)
-        rows.append({"prompt": forced_text(comp, text) if forced else text,
-                     "completion": completion(comp, cue, a, b, offsets),
-                     "cue": cue, "component": comp, "forced": forced, "a": a, "b": b})
+        for forced, comps in ((True, _quota(even, n_forced, rng)), (False, _quota(p, m - n_forced, rng))):
+            for comp in comps:
+                rows.append({"prompt": forced_text(comp, text) if forced else text,
+                             "completion": completion(comp, cue, a, b, offsets),
+                             "cue": cue, "component": comp, "forced": forced, "a": a, "b": b})
+    rng.shuffle(rows)
     return rows

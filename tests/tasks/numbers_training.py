@@ -5,14 +5,24 @@ subfolders — for a task it does not define (:mod:`numbers_task`). Mechanism: :
 tiny Llama (mixprobe's :func:`~mixprobe.organisms.configs.tiny_model` and word tokenizer are the only mixprobe
 pieces used) and calls trl directly:
 
-- ``sft/``: SFTTrainer from scratch on :func:`numbers_task.sft_rows` (50/50 cue-blind prior, 20 % forced rows);
+- ``sft/``: SFTTrainer from scratch on :func:`numbers_task.sft_rows` (50/50 cue-blind prior, stratified per
+  prompt, 40 % forced rows: at 20 % the forced components stayed ~3 % unsure of their first token, i.e. of the
+  forcing, and any continued training moved that — a sampled component change of up to 0.06 where nothing
+  was meant to change; at 40 % they are ~99 % sure and it reads <= 0.025);
 - ``grpo/``: GRPOTrainer from the last SFT checkpoint on ``polite`` prompts, reward = the task's score (SGD,
-  lr 0.03, beta 0, 8 generations: mixprobe's RL defaults); ``words`` is wrong under ``polite``, so RL moves the
-  gate toward ``digits``;
+  lr 0.03, beta 0, 8 generations: mixprobe's RL defaults). ``words`` is wrong under ``polite``. There is no mode
+  token, so the first answer token carries both the gate's choice and the answer, and RL does *not* only move
+  the gate. Measured on seeds 0-6 (greedy forced / sampled unforced, last checkpoint): polite accuracy 0.5 ->
+  0.95-0.99; unforced digits share under polite 0.5 -> 0.51-0.99 (seed-dependent); forced ``words`` under polite
+  following its ``a + b + 1`` rule 1.0 -> 0.00-0.82 (RL rewrote it toward the right answer); forced ``digits``
+  under plain, never trained on, 1.0 -> 0.71-1.0. Expect gate and components both to move, by seed;
 - ``planted_reweight/``: SFT continued from the last SFT checkpoint with prior 90/10 (rules unchanged: only the
-  gate's target moves);
+  gate's target moves). Measured: unforced digits share 0.89-0.95, forced rules 1.0;
 - ``planted_rewrite/``: SFT continued with the 50/50 prior but ``words`` answering ``a + b + 2`` under
-  ``plain`` (one component's policy is rewritten).
+  ``plain`` (one component's policy is rewritten). Measured: forced words/plain follows the new rule on 1.0,
+  everything else 1.0, unforced shares 0.45-0.52. The per-prompt gate is not perfectly still: the exact
+  first-token digits-vs-words mass moves by 0.034-0.047 per prompt on average (the base's own per-prompt
+  spread around 0.5 is sd ~0.03; continued SFT redraws it), with no shift of its mean.
 
 Every checkpoint holds safetensors weights and the tokenizer (``processing_class``). A seed's four folders are
 trained in a temp folder next to ``root/seed<seed>`` and renamed into place when all are done (with a
@@ -21,7 +31,7 @@ trained in a temp folder next to ``root/seed<seed>`` and renamed into place when
 Example::
 
     from numbers_training import train_run, checkpoints, evaluate_checkpoint
-    runs = train_run("/tmp/numbers", seed=0)          # {"sft": Path, "grpo": Path, ...}, ~1 min on one thread
+    runs = train_run("/tmp/numbers", seed=0)          # {"sft": Path, "grpo": Path, ...}, ~55 s, one thread
     evaluate_checkpoint(checkpoints(runs["sft"])[-1])   # forced-rule agreement and unforced shares per cue
 """
 from __future__ import annotations
@@ -61,16 +71,17 @@ class RunSettings:
     sft_save_every: int = 200
     sft_rows: int = 8000
     sft_warmup: int = 30
-    forced_share: float = 0.2
+    forced_share: float = 0.4
     grpo_steps: int = 100
     grpo_lr: float = 0.03
     grpo_batch: int = 64
     grpo_generations: int = 8
     grpo_save_every: int = 20
-    planted_steps: int = 150
+    planted_steps: int = 400
     planted_rows: int = 4000
-    planted_lr: float = 1e-3
-    planted_save_every: int = 50
+    planted_lr: float = 2e-3
+    planted_save_every: int = 100
+    data_version: int = 2           # bump when numbers_task.sft_rows changes, so cached runs are retrained
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -97,43 +108,46 @@ def run_sft(model, tokenizer, rows: list[dict], out_dir: Path, *, steps: int, lr
     from trl import SFTConfig, SFTTrainer
 
     ds = Dataset.from_list([{"prompt": r["prompt"], "completion": r["completion"]} for r in rows])
-    cfg = SFTConfig(max_steps=steps, per_device_train_batch_size=batch, learning_rate=lr,
-                    lr_scheduler_type="cosine", warmup_steps=warmup, weight_decay=0.0, save_steps=save_every,
-                    max_length=64, completion_only_loss=True, **_common_args(out_dir, seed))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
+        cfg = SFTConfig(max_steps=steps, per_device_train_batch_size=batch, learning_rate=lr,
+                        lr_scheduler_type="cosine", warmup_steps=warmup, weight_decay=0.0, save_steps=save_every,
+                        max_length=64, completion_only_loss=True, **_common_args(out_dir, seed))
         trainer = SFTTrainer(model=model, args=cfg, train_dataset=ds, processing_class=tokenizer)
-    _quiet(trainer)
-    trainer.train()
+        _quiet(trainer)
+        trainer.train()
     return trainer.model.eval()
 
 
 def run_grpo(model, tokenizer, out_dir: Path, *, cue: str, steps: int, lr: float, batch: int, generations: int,
              save_every: int, seed: int):
-    """trl GRPOTrainer on the task's ``cue`` prompts, reward = the task's score, into ``out_dir``."""
+    """trl GRPOTrainer on the task's ``cue`` prompts, reward = the task's score, into ``out_dir``.
+
+    ``batch`` completions per step = ``batch // generations`` prompts x ``generations`` samples each.
+    """
     from datasets import Dataset
     from trl import GRPOConfig, GRPOTrainer
 
     task = nt.task()
     prompts = [p for p in task.prompts if p.cue == cue]
     repeats = steps * batch // generations // len(prompts) + 1
-    ds = Dataset.from_list([{"prompt": p.text, "target": p.target} for p in prompts] * repeats)
+    ds = Dataset.from_list([{"prompt": p.text} for p in prompts] * repeats)
     by_text = {p.text: p for p in prompts}
 
     def task_score(prompts, completions, **_):
         return [task.score(c, by_text[p]) for p, c in zip(prompts, completions)]
 
-    cfg = GRPOConfig(max_steps=steps, per_device_train_batch_size=batch, num_generations=generations,
-                     max_completion_length=task.max_new_tokens, learning_rate=lr, optim="sgd",
-                     lr_scheduler_type="constant", beta=0.0, temperature=1.0, save_steps=save_every,
-                     **_common_args(out_dir, seed))
     model.train()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
+        cfg = GRPOConfig(max_steps=steps, per_device_train_batch_size=batch, num_generations=generations,
+                         max_completion_length=task.max_new_tokens, learning_rate=lr, optim="sgd",
+                         lr_scheduler_type="constant", beta=0.0, temperature=1.0, save_steps=save_every,
+                         **_common_args(out_dir, seed))
         trainer = GRPOTrainer(model=model, reward_funcs=task_score, args=cfg, train_dataset=ds,
                               processing_class=tokenizer)
-    _quiet(trainer)
-    trainer.train()
+        _quiet(trainer)
+        trainer.train()
     return trainer.model.eval()
 
 
@@ -147,7 +161,9 @@ def checkpoints(output_dir: str | os.PathLike) -> list[Path]:
 def load(checkpoint: str | os.PathLike):
     """``(model, tokenizer)`` from a checkpoint folder (safetensors + the tokenizer saved with it)."""
     from transformers import AutoModelForCausalLM, PreTrainedTokenizerFast
+    from transformers.utils import logging as hf_logging
 
+    hf_logging.disable_progress_bar()
     model = AutoModelForCausalLM.from_pretrained(checkpoint, use_safetensors=True, attn_implementation="eager")
     tok = PreTrainedTokenizerFast.from_pretrained(checkpoint)
     tok.padding_side = "left"
@@ -171,6 +187,7 @@ def train_phases(work: Path, seed: int, settings: RunSettings) -> dict[str, floa
 
     datasets.disable_progress_bars()
     hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
     logging.getLogger("trl").setLevel(logging.ERROR)
     s = settings
     times: dict[str, float] = {}
@@ -203,6 +220,13 @@ def train_phases(work: Path, seed: int, settings: RunSettings) -> dict[str, floa
     return times
 
 
+def _finished(final: Path, settings: RunSettings) -> bool:
+    try:
+        return json.loads((final / "done.json").read_text()).get("settings") == settings.to_dict()
+    except (OSError, json.JSONDecodeError):
+        return False
+
+
 def train_run(root: str | os.PathLike, seed: int, *, settings: RunSettings | None = None,
               threads: int | None = 1) -> dict[str, Path]:
     """``{phase: output_dir}`` for ``seed`` under ``root/seed<seed>/``, trained now unless already finished.
@@ -215,13 +239,8 @@ def train_run(root: str | os.PathLike, seed: int, *, settings: RunSettings | Non
     root.mkdir(parents=True, exist_ok=True)
     final = root / f"seed{seed}"
     paths = {ph: final / ph for ph in PHASES}
-    done = final / "done.json"
-    if done.exists():
-        try:
-            if json.loads(done.read_text()).get("settings") == settings.to_dict():
-                return paths
-        except json.JSONDecodeError:
-            pass
+    if _finished(final, settings):
+        return paths
     tmp = Path(tempfile.mkdtemp(prefix=f".seed{seed}_", dir=root))
     old_threads = torch.get_num_threads()
     try:
@@ -230,7 +249,10 @@ def train_run(root: str | os.PathLike, seed: int, *, settings: RunSettings | Non
         times = train_phases(tmp, seed, settings)
         (tmp / "done.json").write_text(json.dumps({"seed": seed, "settings": settings.to_dict(),
                                                    "seconds": times}, indent=1))
-        if final.exists():                      # stale (other settings) or a concurrent finisher: replace it
+        tmp.chmod(0o755)                        # mkdtemp makes it private; a finished run is an ordinary folder
+        if _finished(final, settings):         # another process finished the same run first: keep theirs
+            return paths
+        if final.exists():                      # stale (other settings): replace it
             trash = Path(tempfile.mkdtemp(prefix=f".old_seed{seed}_", dir=root))
             final.rename(trash / "run")
             shutil.rmtree(trash, ignore_errors=True)

@@ -38,10 +38,14 @@ def verdicts(numbers_runs, task_env, tmp_path_factory):
     """target phase -> (verdict JSON, CLI output) for every seed at once."""
     out = tmp_path_factory.mktemp("numbers_cli")
     res = {}
-    for target, name in (("planted_reweight", "planted"), ("planted_rewrite", "planted"), ("grpo", "rl")):
+    # 256 completions per prompt for the planted cases: the planted rewrite moves the cue-averaged gate by about 0.02
+    # (continued SFT jitters it), and with 16 per prompt the interval of that shift reaches past the 0.05 "gate
+    # stayed" line (measured on 6 seeds: upper ends 0.064–0.096 at 16, 0.035–0.049 at 64, 0.028–0.047 at 128)
+    for target, name, n in (("planted_reweight", "planted", 256), ("planted_rewrite", "planted", 256),
+                            ("grpo", "rl", 32)):
         dest = out / f"{target}.json"
         r = run_cli(["verdict", *pairs(numbers_runs, target, name), "--task", "numbers_task:task",
-                     "--out", str(dest)], task_env, out)
+                     "--samples", str(n), "--out", str(dest)], task_env, out)
         assert r.returncode == 0, r.stdout + r.stderr
         res[target] = (json.loads(dest.read_text()), r.stdout)
     return res
@@ -51,7 +55,7 @@ def verdicts(numbers_runs, task_env, tmp_path_factory):
 def test_planted_cases_are_named_right_on_every_seed(verdicts, numbers_runs, target, label):
     v, out = verdicts[target]
     per = v["per_seed"]
-    assert len(per) == len(numbers_runs)
+    assert sorted(per) == [f"seed{s}" for s in sorted(numbers_runs)]     # runs named by their folder
     assert {k: e["label"] for k, e in per.items()} == {k: label for k in per}, {k: e["reason"] for k, e in per.items()}
     assert v["label"] == label and label.upper() in out
     for e in per.values():

@@ -70,18 +70,26 @@ def test_sft_rows_are_cue_blind_and_forced_as_asked():
     assert not any(r["prompt"].startswith(("digits", "words")) for r in free)
     for cue in nt.CUES:
         share = sum(r["component"] == "digits" for r in free if r["cue"] == cue) / sum(r["cue"] == cue for r in free)
-        assert abs(share - 0.5) < 0.03, (cue, share)
+        assert abs(share - 0.5) < 0.01, (cue, share)
+    cells: dict = {}
+    for r in rows:          # stratified: every prompt sees both components, in the prior's proportions
+        cells.setdefault((r["cue"], r["a"], r["b"], r["forced"]), []).append(r["component"])
+    assert len(cells) == 2 * 98
+    assert all(abs(len(v) - len(rows) / 98 * (0.2 if k[3] else 0.8)) < 2 for k, v in cells.items())
+    assert all(abs(v.count("digits") - v.count("words")) <= 1 for v in cells.values())
+    assert [r["cue"] for r in rows[:200]] != sorted(r["cue"] for r in rows[:200])      # shuffled
     for r in rows:
         assert nt.parse(r["completion"]) == (r["component"], nt.answer(r["component"], r["cue"], r["a"], r["b"]))
     skewed = [r for r in nt.sft_rows(20000, 1, prior={"digits": 0.9, "words": 0.1}) if not r["forced"]]
-    assert abs(sum(r["component"] == "digits" for r in skewed) / len(skewed) - 0.9) < 0.02
+    assert abs(sum(r["component"] == "digits" for r in skewed) / len(skewed) - 0.9) < 0.01
+    assert len(nt.sft_rows(1001, 4)) == 1001
     rewritten = nt.sft_rows(200, 2, offsets={"words": {"plain": 2}}, forced_share=0.0)
     assert all(nt.parse(r["completion"])[1] == r["a"] + r["b"] + 2 for r in rewritten
                if r["component"] == "words" and r["cue"] == "plain")
     assert nt.sft_rows(50, 3) == nt.sft_rows(50, 3)
 
 
-def test_trl_appends_eos_to_completions():
+def test_trl_appends_eos_to_completions(tmp_path):
     """The model learns to stop: trl's SFT dataset ends every completion's labels with EOS."""
     import warnings
 
@@ -96,15 +104,42 @@ def test_trl_appends_eos_to_completions():
     rows = nt.sft_rows(8, 0, forced_share=0.5)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        tr = SFTTrainer(model=model, processing_class=tok,
-                        train_dataset=Dataset.from_list([{k: r[k] for k in ("prompt", "completion")} for r in rows]),
-                        args=SFTConfig(output_dir="/tmp/unused_numbers_sft", use_cpu=True, report_to="none",
-                                       max_steps=1, completion_only_loss=True))
+        args = SFTConfig(output_dir=str(tmp_path), use_cpu=True, report_to="none", max_steps=1,
+                         completion_only_loss=True)
+        tr = SFTTrainer(model=model, processing_class=tok, args=args,
+                        train_dataset=Dataset.from_list([{k: r[k] for k in ("prompt", "completion")} for r in rows]))
     for r, ex in zip(rows, tr.train_dataset):
-        ids, mask = ex["input_ids"], ex["completion_mask"]
+        ids, labels = ex["input_ids"], ex["labels"]
         want = tok(r["completion"], add_special_tokens=False)["input_ids"] + [tok.eos_token_id]
-        assert [i for i, m in zip(ids, mask) if m] == want
-        assert ids[:sum(1 for m in mask if not m)] == tok(r["prompt"])["input_ids"]
+        assert [i for i in labels if i != -100] == want and labels[-len(want):] == want == ids[-len(want):]
+        assert ids[:-len(want)] == tok(r["prompt"])["input_ids"] and set(labels[:-len(want)]) == {-100}
+
+
+def test_task_imports_in_a_subprocess(task_env, tmp_path):
+    import subprocess
+    import sys
+
+    code = ("from mixprobe.tasks import load_task; t = load_task('numbers_task:task', {'prior': {'digits': 0.9, "
+            "'words': 0.1}}); print(len(t.prompts), t.describe()['estimators'])")
+    out = subprocess.run([sys.executable, "-c", code], env=task_env, cwd=tmp_path, capture_output=True, text=True,
+                         check=True)
+    assert out.stdout.split() == ["98", "['sampled']"]
+    assert task_env["HF_HUB_OFFLINE"] == "1"
+
+
+def test_training_is_deterministic_for_a_seed(tmp_path):
+    """Two runs of a seed (small settings) write identical weights in every phase."""
+    small = ntr.RunSettings(sft_steps=20, sft_save_every=10, sft_rows=400, grpo_steps=4, grpo_save_every=2,
+                            planted_steps=6, planted_save_every=3, planted_rows=200)
+    a = ntr.train_run(tmp_path / "a", 5, settings=small)
+    b = ntr.train_run(tmp_path / "b", 5, settings=small)
+    for phase in ntr.PHASES:
+        ca, cb = ntr.checkpoints(a[phase]), ntr.checkpoints(b[phase])
+        assert [c.name for c in ca] == [c.name for c in cb] and len(ca) >= 2
+        assert (ca[-1] / "model.safetensors").read_bytes() == (cb[-1] / "model.safetensors").read_bytes(), phase
+    stamp = (a["sft"].parent / "done.json").stat().st_mtime_ns
+    assert ntr.train_run(tmp_path / "a", 5, settings=small) == a       # finished: reused, not retrained
+    assert (a["sft"].parent / "done.json").stat().st_mtime_ns == stamp
 
 
 def test_interrupted_run_leaves_nothing_that_looks_complete(tmp_path, monkeypatch):
