@@ -3,7 +3,8 @@
 Usage: ``python experiments/estimator_agreement.py RUNS_DIR --out experiments/results/estimator_agreement``
 where RUNS_DIR holds the runs `experiments/seed_sweep.py` trained (its ``--cache``). For every run, the last SFT
 checkpoint is the reference and every later phase (GRPO on <A>, on <B>, the planted cases) a target; both
-estimators are applied to the same pair (sampled: 16 completions per prompt, seed 0). Writes ``comparisons.json``
+estimators are applied to the same pair (sampled: ``--samples`` completions per prompt, default 64, seed 0, the
+same random numbers for both checkpoints). Writes ``comparisons.json``
 and ``summary.md`` (label agreement; the verdict on GRPO on <A> and <B> of the default organism under the interval
 rule, with Wilson intervals of the shares).
 """
@@ -21,6 +22,7 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("runs", type=Path)
     ap.add_argument("--out", type=Path, required=True)
+    ap.add_argument("--samples", type=int, default=64, help="completions per prompt of the sampled estimator")
     args = ap.parse_args()
     torch.set_num_threads(1)
     from mixprobe.mixture.components import mixture_view
@@ -38,11 +40,11 @@ def main() -> None:
         variant = "m3" if oc.get("include_m3") else "format" if oc.get("signature") == "format" else "default"
         task = task_for(s)
         ref = s.handle("sft")
-        ve, vs = mixture_view(ref, task), mixture_view(ref, task, estimator="sampled")
+        ve, vs = mixture_view(ref, task), mixture_view(ref, task, estimator="sampled", n_samples=args.samples)
         for phase in s.phases[1:]:
             h = s.handle(phase)
             e = compare_views(ve, mixture_view(h, task))
-            a = compare_views(vs, mixture_view(h, task, estimator="sampled"))
+            a = compare_views(vs, mixture_view(h, task, estimator="sampled", n_samples=args.samples))
             rows.append({"run": run.name, "seed": s.seed, "variant": variant, "phase": phase, "exact": e.label,
                          "sampled": a.label, "exact_intervals": e.intervals, "sampled_intervals": a.intervals})
             print(run.name, phase, e.label, a.label, flush=True)
@@ -50,7 +52,8 @@ def main() -> None:
     (args.out / "comparisons.json").write_text(json.dumps(rows, indent=1))
     same = sum(r["exact"] == r["sampled"] for r in rows)
     lines = ["# Exact vs sampled verdicts on the seed sweep's runs", "",
-             f"{len(rows)} (reference, target) comparisons; sampled label == exact label on {same}.", ""]
+             f"{len(rows)} (reference, target) comparisons, sampled estimator at {args.samples} completions per "
+             f"prompt; sampled label == exact label on {same}.", ""]
     for r in rows:
         if r["exact"] != r["sampled"]:
             c = r["exact_intervals"]["component_change"]

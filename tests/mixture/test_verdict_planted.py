@@ -28,7 +28,10 @@ def planted_evidence(organism_runs):
             phase = "rl" if case == "rl" else f"planted_{case}"
             tgt = load_checkpoint(series.path(series.last(phase)))
             ev.setdefault(case, {})[seed] = assess(ref, tgt, organism)
-            ev.setdefault(f"sampled:{case}", {})[seed] = assess(ref, tgt, organism, estimator="sampled", seed=seed)
+            # 64 completions per prompt: the planted rewrite's gate moves by 0.002–0.03 (exact), and at 16 the
+            # sampled interval of a 0.03 shift can reach past the 0.05 "gate stayed" line (seed 2 here: 0.055)
+            ev.setdefault(f"sampled:{case}", {})[seed] = assess(ref, tgt, organism, estimator="sampled", seed=seed,
+                                                                n_samples=64)
     return ev
 
 
