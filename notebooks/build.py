@@ -63,7 +63,7 @@ names = [c.name for c in series.checkpoints if c.phase in ("sft", "rl")]
 fig, ax = plt.subplots(figsize=(7, 3))
 for tag, color in (("A", "tab:blue"), ("B", "tab:orange")):
     ax.plot(names, [gate.value(n, tag) for n in names], "o-", color=color, label=f"readout <{tag}>")
-    ax.plot(names, [gate.value(n, tag, "m1_frequency") for n in names], "x--", color=color, label=f"sampled m1 <{tag}>")
+    ax.plot(names, [gate.value(n, tag, "frequency") for n in names], "x--", color=color, label=f"sampled m1 <{tag}>")
 ax.set_ylabel("P(m1)"); ax.tick_params(axis="x", rotation=45); ax.legend(fontsize=7); plt.show()
 print(f"Spearman(readout, sampled m1 frequency) = {gate.spearman:.3f} over {len(gate.rows)} (checkpoint, tag) pairs")
 assert gate.spearman >= 0.8
@@ -232,11 +232,11 @@ print(vp.label.upper(), "—", vp.summary())
 assert vp.label == "reweight\""""),
     ("md", "## The same verdict from samples\n\nThe exact estimator needs signature tokens; the sampled one works for any "
            "task (`docs/howto/define_a_task.md`): 16 completions per prompt, attributed by the task's recogniser. On "
-           "12 seeds × 7 comparisons it gave the exact label 82 times of 84, and `undecided` the other two — never a "
-           "different case."),
+           "12 seeds × 7 comparisons (64 completions per prompt) it gave the exact label 83 times of 84, and "
+           "`undecided` the other — never a different case."),
     ("code", """from mixprobe.mixture.verdict import assess
 ex = v.per_seed[seed]
-sa = assess(sft, rl, organism, estimator="sampled", seed=seed)
+sa = assess(sft, rl, organism, estimator="sampled", seed=seed, n_samples=64)
 for name, e in (("exact", ex), ("sampled", sa)):
     print(f"{name:8s} {e.label:10s} gate {e.intervals['gate_shift']['point']:.3f} "
           f"[{e.intervals['gate_shift']['lo']:.3f}, {e.intervals['gate_shift']['hi']:.3f}]  component "

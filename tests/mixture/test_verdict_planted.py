@@ -59,9 +59,9 @@ def test_off_mixture_is_never_called_reweight_or_rewrite(planted_evidence):
 
 def test_sampled_verdict_never_names_another_case_than_the_exact_one(planted_evidence):
     """On every planted case the sampled label equals the exact one (asserted above). After RL on <A> the two
-    estimators measure the same statistics with different noise: on 12 sweep seeds they gave the same label on
-    82 of 84 comparisons; the two others were exact `reweight` (component change 0.023–0.024, interval below 0.05)
-    vs sampled `undecided` (wider interval straddling 0.05). So: equal, or the sampled one is less sure."""
+    estimators measure the same statistics with different noise: on 12 sweep seeds (64 samples per prompt) they gave
+    the same label on 83 of 84 comparisons; the other was exact `reweight` (component change 0.024, interval below
+    0.05) vs sampled `undecided` (interval straddling 0.05). So: equal, or the sampled one is less sure."""
     for seed, e in planted_evidence["rl"].items():
         s = planted_evidence["sampled:rl"][seed]
         assert s.label == e.label or s.label == "undecided", (seed, e.label, e.reason, s.label, s.reason)
