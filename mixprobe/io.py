@@ -22,6 +22,8 @@ import logging
 import os
 import shutil
 import tempfile
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -33,24 +35,41 @@ PICKLE_WEIGHTS = ("pytorch_model.bin", "pytorch_model.bin.index.json", "adapter_
                   "model.pth", "tf_model.h5", "flax_model.msgpack")
 
 
-def atomic_write_text(path: str | os.PathLike, text: str) -> None:
-    """Write ``text`` to ``path`` atomically (temp file in the same folder, fsync, rename)."""
+@contextmanager
+def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
+    """A temporary path next to ``path`` to write to; renamed onto ``path`` when the block ends without error.
+
+    For libraries that write files themselves (``safetensors.torch.save_file(tensors, tmp)``). The temp file is
+    named ``.<name>.<random>.tmp`` in the same folder (so the rename is atomic and a killed writer's leftovers are
+    recognisable); it is fsynced before the rename and removed on any error. The final file gets the umask's mode.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
     try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-            f.flush()
+        yield Path(tmp)
+        with open(tmp, "rb+") as f:
             os.fsync(f.fileno())
         umask = os.umask(0)
         os.umask(umask)
         os.chmod(tmp, 0o666 & ~umask)
         os.replace(tmp, path)
-    except BaseException:
+    finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
-        raise
+
+
+def atomic_write_bytes(path: str | os.PathLike, blob: bytes | Iterable[bytes]) -> None:
+    """Write ``blob`` (bytes, or an iterable of byte chunks) to ``path`` atomically (see :func:`atomic_path`)."""
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
+        for b in ([blob] if isinstance(blob, (bytes, bytearray, memoryview)) else blob):
+            f.write(b)
+
+
+def atomic_write_text(path: str | os.PathLike, text: str) -> None:
+    """Write ``text`` (UTF-8) to ``path`` atomically (temp file in the same folder, fsync, rename)."""
+    atomic_write_bytes(path, text.encode("utf-8"))
 
 
 def atomic_write_json(path: str | os.PathLike, obj: object) -> None:

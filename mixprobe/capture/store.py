@@ -44,7 +44,6 @@ import hashlib
 import json
 import os
 import struct
-import tempfile
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from concurrent.futures import wait as futures_wait
@@ -54,7 +53,7 @@ from typing import Any
 import numpy as np
 
 from mixprobe.errors import DataError, StoreError
-from mixprobe.io import atomic_write_json
+from mixprobe.io import atomic_write_bytes, atomic_write_json
 
 FORMAT = "mixprobe.store/1"
 MANIFEST = "manifest.json"
@@ -456,7 +455,7 @@ def _write_tensors(path: Path, tensors: dict[str, np.ndarray]) -> tuple[int, str
     h = hashlib.sha256()
     for b in parts:
         h.update(b)
-    _atomic_write_bytes(path, parts)
+    atomic_write_bytes(path, parts)
     return sum(memoryview(b).nbytes for b in parts), h.hexdigest()
 
 
@@ -496,22 +495,6 @@ def _memmap(path: Path, key: str) -> np.ndarray:
     return np.memmap(path, dtype=_NP_DTYPES[info["dtype"]], mode="r", offset=base + a, shape=shape)
 
 
-def _atomic_write_bytes(path: Path, blob: bytes | Sequence[Any]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            for b in ([blob] if isinstance(blob, (bytes, bytearray, memoryview)) else blob):
-                f.write(b)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
 def _atomic_write_rows(path: Path, lines: Sequence[str]) -> None:
     """Write ``prompts.json`` atomically from the rows' canonical JSON (:func:`_row_lines`)."""
-    _atomic_write_bytes(path, ("[" + ",".join(lines) + "]").encode())
+    atomic_write_bytes(path, ("[" + ",".join(lines) + "]").encode())

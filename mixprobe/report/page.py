@@ -21,7 +21,7 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from mixprobe.io import atomic_write_json
+from mixprobe.io import atomic_write_json, atomic_write_text
 
 CSS = """
 body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;
@@ -103,8 +103,6 @@ def write_report(sections: list[Section], out_dir: str | Path, data: dict, title
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     page = render_html(sections, title, subtitle)
-    tmp = out / ".report.html.tmp"
-    tmp.write_text(page, encoding="utf-8")
-    tmp.replace(out / "report.html")
+    atomic_write_text(out / "report.html", page)
     atomic_write_json(out / "report.json", json.loads(json.dumps(data, default=str)))
     return out / "report.html"

@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -43,7 +42,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from mixprobe.errors import DataError, ShapeError, StoreError
-from mixprobe.io import atomic_write_json
+from mixprobe.io import atomic_path, atomic_write_json
 from mixprobe.probes.validation import check_features, to_numpy
 
 FORMAT = "mixprobe.steering/1"
@@ -154,15 +153,8 @@ class SteeringVector:
         """Write ``<stem>.safetensors`` and ``<stem>.json`` (atomic renames; no pickle)."""
         stem = _stem(path)
         stem.parent.mkdir(parents=True, exist_ok=True)
-        st = stem.with_suffix(".safetensors")
-        fd, tmp = tempfile.mkstemp(prefix=f".{st.name}.", suffix=".tmp", dir=st.parent)
-        os.close(fd)
-        try:
-            save_file({s: v.contiguous() for s, v in self.directions.items()}, tmp, metadata={"format": FORMAT})
-            os.replace(tmp, st)
-        finally:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
+        with atomic_path(stem.with_suffix(".safetensors")) as tmp:
+            save_file({s: v.contiguous() for s, v in self.directions.items()}, str(tmp), metadata={"format": FORMAT})
         widths = {s: int(v.numel()) for s, v in self.directions.items()}
         atomic_write_json(stem.with_suffix(".json"), {"format": FORMAT, "sites": self.sites, "widths": widths,
                                                       "metadata": self.metadata})
