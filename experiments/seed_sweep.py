@@ -72,7 +72,6 @@ def one_seed(seed: int, runs_root: str, threads: int = 1) -> dict:
     verdicts = {}
     for case in PLANTED_CASES:
         plant(s.run_dir, case)
-    from mixprobe.train.series import Series
 
     s = Series.load(s.run_dir)
     for case, phase in {**{c: f"planted_{c}" for c in PLANTED_CASES}, "rl_on_A": "rl", "rl_on_B": "rl_B"}.items():
@@ -143,16 +142,12 @@ def kl_penalty_numbers(series, work: Path) -> dict:
     from mixprobe.train.evaluate import evaluate
     from mixprobe.train.pipeline import load_checkpoint, organism_of, train_rl
     from mixprobe.train.rl import RLSettings
-    from mixprobe.train.series import Series
 
     out = {}
     for beta in (0.0, 1.0):
         dst = work / f"beta{beta}"
         shutil.rmtree(dst, ignore_errors=True)
-        entry = series.last("sft")
-        shutil.copytree(series.path(entry), dst / entry.path)
-        s = Series.create(dst, organism=series.organism, organism_config=series.organism_config, seed=series.seed)
-        s.add(type(entry)(name=entry.name, phase="sft", step=entry.step, path=entry.path))
+        series.branch(dst)
         s = train_rl(dst, RLSettings(tag="A", steps=10, save_every=10, beta=beta), progress=False)
         model, tok = load_checkpoint(s.path(s.last("rl")))
         out[str(beta)] = evaluate(model, tok, organism_of(s), n_samples=1)["mode_probability"]["B"]["m1"]

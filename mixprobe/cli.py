@@ -346,13 +346,12 @@ def probe(
 ) -> None:
     """Probe layer sweep (which component is forced) per checkpoint and the gate readout across the whole series."""
     from mixprobe.mixture.studies import gate_readout_study, probe_layer_sweep
-    from mixprobe.report.probe_sections import _phase_lasts
 
     cfg = _defaults(config, "probe")
     series, t = _open(run, task, task_config)
     seed = seed if seed is not None else int(cfg.get("seed", 0))
     names = ([_pick(series, k.strip()) for k in checkpoints.split(",")] if checkpoints
-             else [_pick(series, k) for k in cfg["checkpoints"]] if "checkpoints" in cfg else _phase_lasts(series))
+             else [_pick(series, k) for k in cfg["checkpoints"]] if "checkpoints" in cfg else series.phase_lasts())
     sweep = probe_layer_sweep(series, task=t, checkpoints=names, seed=seed, C=float(cfg.get("C", 100.0)))
     _print_rows(sweep.table(), "held-out accuracy of the forced-component probe, by site")
     readout = gate_readout_study(series, task=t, site=gate_site or cfg.get("gate_site", "resid_post.1"), seed=seed,

@@ -109,16 +109,10 @@ def test_analysis_commands_name_bad_input(organism_run, tmp_path):
 
 @pytest.mark.slow
 def test_train_rl_shows_the_table_and_says_when_the_collapse_has_not_finished(organism_run, tmp_path):
-    import shutil
-
     from mixprobe.train.series import Series
 
-    entry = organism_run.last("sft")
     run = tmp_path / "run"
-    shutil.copytree(organism_run.path(entry), run / entry.path)
-    s = Series.create(run, organism=organism_run.organism, organism_config=organism_run.organism_config,
-                      seed=organism_run.seed)
-    s.add(type(entry)(name=entry.name, phase="sft", step=entry.step, path=entry.path))
+    organism_run.branch(run)
     cfg = tmp_path / "rl.toml"
     cfg.write_text("[rl]\nsteps = 2\nsave_every = 2\nbatch_size = 16\n")
     r = runner.invoke(app, ["train", str(cfg), "--out", str(run), "--phase", "rl"])

@@ -23,7 +23,7 @@ import warnings
 import torch
 from transformers import TrainerCallback
 
-from mixprobe.train.sft import _quiet_trainer as quiet_trainer
+from mixprobe.train.sft import quiet_trainer
 
 
 class _StopAt(TrainerCallback):

@@ -19,13 +19,6 @@ from __future__ import annotations
 from mixprobe.report.page import Section
 
 
-def _phase_lasts(series) -> list[str]:
-    seen: dict[str, str] = {}
-    for c in series.checkpoints:
-        seen[c.phase] = c.name
-    return list(seen.values())
-
-
 def plot_probe_sweep(sweep):
     import matplotlib.pyplot as plt
 
@@ -89,7 +82,7 @@ def probe_sections(series, *, task=None, seed: int = 0, alphas=(0.0, 2.0, 4.0, 8
 
     task = task_for(series, task)
     sections, data = [], {}
-    sweep = probe_layer_sweep(series, task=task, checkpoints=_phase_lasts(series), seed=seed)
+    sweep = probe_layer_sweep(series, task=task, checkpoints=series.phase_lasts(), seed=seed)
     data["probe_sweep"] = sweep.to_dict()
     text = ("A logistic probe per site reads which component is forced, at the last token of the forced prompt; fit "
             "on half of the prompts, scored on the other half.")

@@ -29,7 +29,7 @@ import torch
 from mixprobe.errors import OrganismConfigError
 from mixprobe.train.callbacks import ProgressCallback, SeriesCallback
 from mixprobe.train.series import Series
-from mixprobe.train.sft import _cleanup, _quiet_trainer
+from mixprobe.train.sft import cleanup_scratch, quiet_trainer
 
 
 @dataclass
@@ -99,13 +99,13 @@ def run_grpo(model, tokenizer, organism, series: Series, settings: RLSettings, *
         warnings.simplefilter("ignore")
         trainer = GRPOTrainer(model=model, reward_funcs=correct_answer, args=cfg, train_dataset=ds,
                               processing_class=tokenizer)
-    _quiet_trainer(trainer)
+    quiet_trainer(trainer)
     series.record_environment(settings.phase)
     trainer.add_callback(SeriesCallback(series, settings.phase, step_offset))
     trainer.add_callback(ProgressCallback(f"{settings.phase} on <{settings.tag}> (trl GRPOTrainer)",
                                           disable=not progress))
     trainer.train()
-    _cleanup(scratch)
+    cleanup_scratch(scratch)
     for p in model.parameters():
         p.requires_grad_(True)
     return trainer.model.eval()

@@ -187,6 +187,27 @@ class Series:
     def names(self) -> list[str]:
         return [c.name for c in self.checkpoints]
 
+    def branch(self, dest: str | os.PathLike, phase: str = "sft") -> "Series":
+        """A new run folder at ``dest`` holding only the last checkpoint of ``phase`` (copied) and this series'
+        organism, task and seed: the starting point for another RL recipe from the same SFT model."""
+        import shutil
+
+        entry = self.last(phase)
+        dest = Path(dest)
+        if dest.exists() and any(dest.iterdir()):
+            raise CheckpointError(f"{dest} is not empty; branch into a new folder")
+        rel = entry.path if not Path(entry.path).is_absolute() else f"checkpoints/{entry.name}"
+        shutil.copytree(self.path(entry), dest / rel)
+        extra = {k: v for k, v in self.extra.items() if k in ("task", "config")}
+        s = Series.create(dest, organism=self.organism, organism_config=self.organism_config, seed=self.seed,
+                          **extra, branched_from={"run_dir": self.run_dir, "checkpoint": entry.name})
+        s.add(CheckpointEntry(name=entry.name, phase=entry.phase, step=entry.step, path=rel))
+        return s
+
+    def phase_lasts(self) -> list[str]:
+        """The name of each phase's last checkpoint, phases in training order."""
+        return [self.last(p).name for p in self.phases]
+
     def pick(self, key: str) -> CheckpointEntry:
         """A checkpoint by name, or a phase name meaning that phase's last checkpoint."""
         if any(c.name == key for c in self.checkpoints):

@@ -62,7 +62,7 @@ class SFTSettings:
         return asdict(self)
 
 
-def _quiet_trainer(trainer) -> None:
+def quiet_trainer(trainer) -> None:
     from transformers.trainer_callback import PrinterCallback, ProgressCallback as HFProgress
 
     trainer.remove_callback(PrinterCallback)
@@ -100,7 +100,7 @@ def run_sft(model, tokenizer, rows: list[dict], series: Series, settings: SFTSet
         warnings.simplefilter("ignore")
         trainer = SFTTrainer(model=model, args=cfg, train_dataset=ds, processing_class=tokenizer,
                              peft_config=peft_config)
-    _quiet_trainer(trainer)
+    quiet_trainer(trainer)
     series.record_environment(settings.phase)
     trainer.add_callback(SeriesCallback(series, settings.phase, step_offset, merge_lora=peft_config is not None))
     trainer.add_callback(ProgressCallback(f"{settings.phase} (trl SFTTrainer)", disable=not progress))
@@ -108,11 +108,11 @@ def run_sft(model, tokenizer, rows: list[dict], series: Series, settings: SFTSet
     out = trainer.model
     if peft_config is not None:
         out = out.merge_and_unload()
-    _cleanup(scratch)
+    cleanup_scratch(scratch)
     return out.eval()
 
 
-def _cleanup(scratch: Path) -> None:
+def cleanup_scratch(scratch: Path) -> None:
     import shutil
 
     shutil.rmtree(scratch, ignore_errors=True)

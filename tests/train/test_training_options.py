@@ -17,23 +17,12 @@ from mixprobe.train.rl import RLSettings
 from mixprobe.train.series import Series
 
 
-def _copy_sft_only(src: Series, dst: Path) -> Path:
-    """A new run folder holding only the last SFT checkpoint of ``src`` (so RL can restart from it)."""
-    import shutil
-
-    entry = src.last("sft")
-    shutil.copytree(src.path(entry), dst / entry.path)
-    s = Series.create(dst, organism=src.organism, organism_config=src.organism_config, seed=src.seed)
-    s.add(type(entry)(name=entry.name, phase="sft", step=entry.step, path=entry.path))
-    return dst
-
-
 @pytest.mark.slow
 def test_kl_penalty_slows_the_collapse(organism_run, tmp_path):
     org = TagMixture(TagMixtureConfig())
     p_b = {}
     for beta in (0.0, 1.0):
-        run = _copy_sft_only(organism_run, tmp_path / f"beta{beta}")
+        run = organism_run.branch(tmp_path / f"beta{beta}").run_dir
         s = train_rl(run, RLSettings(tag="A", steps=10, save_every=10, beta=beta), progress=False)
         model, tok = load_checkpoint(s.path(s.last("rl")))
         p_b[beta] = evaluate(model, tok, org, n_samples=1)["mode_probability"]["B"]["m1"]
@@ -82,9 +71,12 @@ def test_pickle_checkpoint_is_refused_without_unpickling(tmp_path):
 
 
 def test_unknown_rl_tag_is_a_config_error(organism_run, tmp_path):
-    run = _copy_sft_only(organism_run, tmp_path / "r")
+    branch = organism_run.branch(tmp_path / "r")
+    assert branch.names() == [organism_run.last("sft").name] and branch.task_spec == organism_run.task_spec
+    with pytest.raises(CheckpointError, match="not empty"):
+        organism_run.branch(tmp_path / "r")
     with pytest.raises(OrganismConfigError, match="unknown tag"):
-        train_rl(run, RLSettings(tag="C", steps=1), progress=False)
+        train_rl(branch.run_dir, RLSettings(tag="C", steps=1), progress=False)
 
 
 def test_train_config_from_toml_and_unknown_keys(tmp_path):
