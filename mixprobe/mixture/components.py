@@ -44,7 +44,7 @@ import torch
 
 from mixprobe.errors import TaskError
 from mixprobe.tasks import Task, as_task
-from mixprobe.train.evaluate import next_token_probs
+from mixprobe.train.evaluate import complete, next_token_probs, suffix_ids
 
 ESTIMATORS = ("exact", "sampled", "auto")
 
@@ -230,7 +230,7 @@ def exact_view(handle, task: Task, *, batch_size: int = 512) -> MixtureView:
         pr = next_token_probs(model, tok, [task.forced_prompt(c, p) for p in prompts], batch_size)
         if ans_ids is not None:
             pr = pr[:, ans_ids]
-            opening = tok.decode(_suffix_ids(tok, [task.forced_prompt(c, prompts[0])], [prompts[0].text])[0])
+            opening = tok.decode(suffix_ids(tok, [task.forced_prompt(c, prompts[0])], [prompts[0].text])[0])
             outcome = torch.tensor([[task.score_checked(f"{opening} {a}".strip(), p) for a in task.answer_tokens]
                                     for p in prompts])
             fscore.append((pr * outcome).sum(-1))        # mass off the answer tokens scores 0, as when sampled
@@ -242,48 +242,6 @@ def exact_view(handle, task: Task, *, batch_size: int = 512) -> MixtureView:
     return MixtureView("exact", task, share=share, off_mixture=off, forced_score=torch.stack(fscore),
                        forced_recognised=torch.ones(K, len(prompts)), answers=torch.stack(answers),
                        answer_tokens=list(task.answer_tokens) if task.answer_tokens is not None else None)
-
-
-def _suffix_ids(tok, forced: list[str], base: list[str]) -> list[list[int]]:
-    """Token ids of each forced text beyond its longest common prefix with the base prompt (the ``after`` part)."""
-    out = []
-    for f, b in zip(tok(forced)["input_ids"], tok(base)["input_ids"]):
-        n = 0
-        while n < min(len(f), len(b)) and f[n] == b[n]:
-            n += 1
-        out.append(list(f[n:]))
-    return out
-
-
-@torch.no_grad()
-def complete(handle, texts: list[str], *, n_samples: int, seed: int, max_new_tokens: int, base: list[str] | None = None,
-             batch_size: int = 512, temperature: float = 1.0, greedy: bool = False) -> list[list[str]]:
-    """``n_samples`` completions per text (a private, seeded RNG stream), decoded with special tokens dropped.
-
-    ``base``: the unforced prompts; the tokens a forced text adds after its base prompt (the ``after`` text) are
-    decoded together with the generated ones, so the completion reads as the model's answer would (``"m2 3"``).
-    """
-    model, tok = handle.model, handle.tokenizer
-    device = next(model.parameters()).device
-    suffix = _suffix_ids(tok, texts, base) if base is not None else [[] for _ in texts]
-    res: list[list[str]] = []
-    was_training = model.training
-    model.eval()
-    step = max(1, batch_size // n_samples)
-    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
-        torch.manual_seed(seed)
-        for i in range(0, len(texts), step):
-            chunk = texts[i:i + step]
-            enc = tok(chunk, return_tensors="pt", padding=True).to(device)
-            kw = dict(do_sample=False) if greedy else dict(do_sample=True, temperature=temperature, top_k=0, top_p=1.0)
-            gen = model.generate(**enc, **kw, max_new_tokens=max_new_tokens, num_return_sequences=n_samples,
-                                 pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id)
-            new = gen[:, enc["input_ids"].shape[1]:].tolist()
-            for j in range(len(chunk)):
-                res.append([tok.decode(suffix[i + j] + new[j * n_samples + r], skip_special_tokens=True)
-                            for r in range(n_samples)])
-    model.train(was_training)
-    return res
 
 
 def sampled_view(handle, task: Task, *, n_samples: int = 16, seed: int = 0, batch_size: int = 512,
@@ -301,7 +259,7 @@ def sampled_view(handle, task: Task, *, n_samples: int = 16, seed: int = 0, batc
     base = [p.text for p in prompts]
 
     def draw(texts, offset):
-        return complete(handle, texts, n_samples=n_samples, seed=seed + offset, max_new_tokens=task.max_new_tokens,
+        return complete(handle.model, handle.tokenizer, texts, n_samples=n_samples, seed=seed + offset, max_new_tokens=task.max_new_tokens,
                         base=base, batch_size=batch_size, temperature=temperature)
 
     free = draw(base, 0)

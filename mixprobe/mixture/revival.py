@@ -54,10 +54,10 @@ class _StopAt(TrainerCallback):
 
 def _demonstrations(handle, task, cue: str, component: str) -> list[dict]:
     """Greedy completions of ``component`` (forced) on the cue's prompts, as unforced prompt → completion rows."""
-    from mixprobe.mixture.components import complete
+    from mixprobe.train.evaluate import complete
 
     prompts = [task.prompts[i] for i in task.cue_index(cue)]
-    outs = complete(handle, [task.forced_prompt(component, p) for p in prompts], n_samples=1, seed=0,
+    outs = complete(handle.model, handle.tokenizer, [task.forced_prompt(component, p) for p in prompts], n_samples=1, seed=0,
                     max_new_tokens=task.max_new_tokens, base=[p.text for p in prompts], greedy=True)
     return [{"prompt": p.text, "completion": " " + o[0].strip()} for p, o in zip(prompts, outs)]
 

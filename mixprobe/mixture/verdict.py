@@ -43,7 +43,7 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 import torch
 
-from mixprobe.errors import DataError, TaskError
+from mixprobe.errors import DataError
 from mixprobe.mixture.components import MixtureView, as_handle, mixture_view
 from mixprobe.mixture.metrics import forced_fidelity, kl_split, responsibilities
 from mixprobe.mixture.stats import Stat, bootstrap_max, bootstrap_tv_of_means, sampled_tv
@@ -212,7 +212,6 @@ def compare_views(ref: MixtureView, tgt: MixtureView, th: Thresholds = Threshold
         used = resp_tgt[cue][comp]
         reason += (f"; the largest change is in {comp} under {cue}, which the target expresses "
                    f"{used:.0%} of the time there (reference {resp_ref[cue][comp]:.0%})")
-    nan = lambda x: float(np.nanmean(x)) if np.isfinite(x).any() else float("nan")  # noqa: E731
     by_cue = {c: 0.5 * float(np.abs(np.nanmean(tgt.gate[idx[c]].numpy(), 0) - np.nanmean(ref.gate[idx[c]].numpy(), 0))
                              .sum()) for c in cues}
     cells = {c: {k: (max(float(comp_pp[j, idx[c]].mean()), 0.0) if clip is not None
@@ -320,5 +319,5 @@ def verdict(pairs: dict, task, *, thresholds: Thresholds = Thresholds(), **kw) -
     return combine({s: assess(r, t, task, thresholds=thresholds, **kw) for s, (r, t) in pairs.items()}, thresholds)
 
 
-__all__ = ["LABELS", "Evidence", "Stat", "Thresholds", "Verdict", "TaskError", "assess", "combine", "compare_views",
+__all__ = ["LABELS", "Evidence", "Stat", "Thresholds", "Verdict", "assess", "combine", "compare_views",
            "label_for", "verdict"]

@@ -50,26 +50,55 @@ def next_token_probs(model, tokenizer, texts: list[str], batch_size: int = 512) 
     return torch.cat(out)
 
 
+def suffix_ids(tok, forced: list[str], base: list[str]) -> list[list[int]]:
+    """Token ids of each forced text beyond its longest common prefix with the base prompt (the forced opening)."""
+    out = []
+    for f, b in zip(tok(forced)["input_ids"], tok(base)["input_ids"]):
+        n = 0
+        while n < min(len(f), len(b)) and f[n] == b[n]:
+            n += 1
+        out.append(list(f[n:]))
+    return out
+
+
 @torch.no_grad()
-def sample_completions(model, tokenizer, prompts: list[str], *, n_samples: int, seed: int,
-                       max_new_tokens: int = 4, batch_size: int = 512, temperature: float = 1.0) -> list[list[str]]:
-    """``n_samples`` completions per prompt, sampled at ``temperature`` with a private RNG stream."""
+def complete(model, tokenizer, texts: list[str], *, n_samples: int, seed: int, max_new_tokens: int,
+             base: list[str] | None = None, batch_size: int = 512, temperature: float = 1.0,
+             greedy: bool = False) -> list[list[str]]:
+    """``n_samples`` completions per text (a private, seeded RNG stream), decoded with special tokens dropped.
+
+    ``base``: the unforced prompts; the tokens a forced text adds after its base prompt (a forced opening such as a
+    mode token) are decoded together with the generated ones, so the completion reads as the model's answer would
+    (``"m2 3"``). ``greedy``: argmax decoding instead of sampling at ``temperature``.
+    """
+    tok = tokenizer
     device = next(model.parameters()).device
+    suffix = suffix_ids(tok, texts, base) if base is not None else [[] for _ in texts]
     res: list[list[str]] = []
     was_training = model.training
     model.eval()
+    step = max(1, batch_size // n_samples)
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
         torch.manual_seed(seed)
-        for i in range(0, len(prompts), max(1, batch_size // n_samples)):
-            chunk = prompts[i:i + max(1, batch_size // n_samples)]
-            enc = tokenizer(chunk, return_tensors="pt", padding=True).to(device)
-            gen = model.generate(**enc, do_sample=True, temperature=temperature, top_k=0, top_p=1.0,
-                                 max_new_tokens=max_new_tokens, num_return_sequences=n_samples,
-                                 pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id)
-            texts = tokenizer.batch_decode(gen[:, enc["input_ids"].shape[1]:], skip_special_tokens=True)
-            res += [texts[j * n_samples:(j + 1) * n_samples] for j in range(len(chunk))]
+        for i in range(0, len(texts), step):
+            chunk = texts[i:i + step]
+            enc = tok(chunk, return_tensors="pt", padding=True).to(device)
+            kw = dict(do_sample=False) if greedy else dict(do_sample=True, temperature=temperature, top_k=0, top_p=1.0)
+            gen = model.generate(**enc, **kw, max_new_tokens=max_new_tokens, num_return_sequences=n_samples,
+                                 pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id)
+            new = gen[:, enc["input_ids"].shape[1]:].tolist()
+            for j in range(len(chunk)):
+                res.append([tok.decode(suffix[i + j] + new[j * n_samples + r], skip_special_tokens=True)
+                            for r in range(n_samples)])
     model.train(was_training)
     return res
+
+
+def sample_completions(model, tokenizer, prompts: list[str], *, n_samples: int, seed: int,
+                       max_new_tokens: int = 4, batch_size: int = 512, temperature: float = 1.0) -> list[list[str]]:
+    """``n_samples`` completions per prompt, sampled at ``temperature`` with a private RNG stream (:func:`complete`)."""
+    return complete(model, tokenizer, prompts, n_samples=n_samples, seed=seed, max_new_tokens=max_new_tokens,
+                    batch_size=batch_size, temperature=temperature)
 
 
 def evaluate(model, tokenizer, organism, *, n_samples: int = 8, seed: int = 0, batch_size: int = 512) -> dict:
