@@ -85,7 +85,7 @@ def build(name: str):
 def make_runners(name: str, only: str | None = None):
     """{method: zero-arg callable doing one pass}, each on its own copy of the weights."""
     from mixprobe.capture.capture import capture
-    from mixprobe.models.backends.hooks import Layout, hidden_of
+    from mixprobe.models.layout import Layout, hidden_of
     from mixprobe.models.handle import ModelHandle
 
     spec = MODELS[name]
@@ -173,7 +173,8 @@ def make_runners(name: str, only: str | None = None):
             with torch.no_grad():
                 for b in batches:
                     got = []
-                    hs = [m.register_forward_hook(lambda mod, a, o: got.append(hidden_of(o).detach())) for m in layers]
+                    keep = lambda mod, a, o, g=got: g.append(hidden_of(o).detach())  # noqa: E731
+                    hs = [m.register_forward_hook(keep) for m in layers]
                     try:
                         raw(**b.inputs(), use_cache=False)
                     finally:

@@ -60,6 +60,7 @@ def one_seed(seed: int, runs_root: str, threads: int = 1) -> dict:
     from mixprobe.organisms.tag_mixture import m3_control_config
     from mixprobe.train.pipeline import load_checkpoint, organism_of
     from mixprobe.train.planted import PLANTED_CASES, plant
+    from mixprobe.train.series import Series
     from mixprobe.train.zoo import trained_organism
 
     t0 = time.time()
@@ -73,7 +74,7 @@ def one_seed(seed: int, runs_root: str, threads: int = 1) -> dict:
     for case in PLANTED_CASES:
         plant(s.run_dir, case)
 
-    s = Series.load(s.run_dir)
+    s = Series.open(s.run_dir)
     for case, phase in {**{c: f"planted_{c}" for c in PLANTED_CASES}, "rl_on_A": "rl", "rl_on_B": "rl_B"}.items():
         e = assess(ref, load_checkpoint(s.path(s.last(phase))), organism)
         verdicts[case] = {"label": e.label, "gate_shift": e.gate_shift, "component_change": e.component_change,
@@ -243,7 +244,7 @@ def markdown(summary: dict) -> str:
             k = d["counts"][lab]
             lo, hi = d["wilson95"][lab]
             cells.append(f"{k}/{n} [{lo:.2f}, {hi:.2f}]")
-        per = " ".join(f"{s}:{l[:4]}" for s, l in sorted(d["per_seed"].items(), key=lambda kv: int(kv[0])))
+        per = " ".join(f"{s}:{lab[:4]}" for s, lab in sorted(d["per_seed"].items(), key=lambda kv: int(kv[0])))
         lines.append(f"| {case} | " + " | ".join(cells) + f" | {per} |")
     lines += ["", "## Statistics over seeds", "", "| statistic | min | median | max |", "|---|---|---|---|"]
     for name, d in summary["statistics"].items():

@@ -13,6 +13,10 @@ Example:
     >>> sorted(k for k in env if k.endswith("_version"))[:3]
     ['peft_version', 'python_version', 'torch_version']
 
+:func:`thread_budget` picks the torch thread count for a model: one thread for small CPU models (they gain little
+from more alone, and lose an order of magnitude beside a busy process), torch's own setting otherwise;
+``MIXPROBE_THREADS=n`` overrides it. Training, evaluation and the demo run inside it.
+
 Constraints: reads ``/proc/cpuinfo`` where it exists (Linux); elsewhere ``platform.processor()``.
 """
 from __future__ import annotations
@@ -20,7 +24,10 @@ from __future__ import annotations
 import hashlib
 import os
 import platform
+from collections.abc import Iterator
+from contextlib import contextmanager
 from importlib import metadata
+from typing import Any
 
 
 def _version(dist: str) -> str | None:
@@ -31,7 +38,7 @@ def _version(dist: str) -> str | None:
 
 
 def _cpu() -> tuple[str, list[str]]:
-    model, flags = platform.processor() or platform.machine(), []
+    model, flags = platform.processor() or platform.machine(), list[str]()
     try:
         with open("/proc/cpuinfo") as f:
             for line in f:
@@ -66,3 +73,46 @@ def environment() -> dict:
         "cuda_device": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
     }
     return env
+
+
+# Below this many parameters a model runs on one intra-op thread (benchmarks/results/threads.md: such models gain
+# little from a second thread alone and lose an order of magnitude beside a busy process).
+SMALL_MODEL_PARAMS = 20_000_000
+
+
+def threads_for(model: Any = None) -> int:
+    """The intra-op thread count :func:`thread_budget` gives ``model``: ``MIXPROBE_THREADS`` when set; one thread
+    for a CPU model under :data:`SMALL_MODEL_PARAMS` parameters; otherwise torch's current setting."""
+    import torch
+
+    fixed = os.environ.get("MIXPROBE_THREADS")
+    if fixed:
+        if not fixed.isdigit() or int(fixed) < 1:
+            raise ValueError(f"MIXPROBE_THREADS must be a positive integer, got {fixed!r}")
+        return int(fixed)
+    params = list(model.parameters()) if model is not None and hasattr(model, "parameters") else []
+    on_cpu = all(p.device.type == "cpu" for p in params)
+    if params and on_cpu and sum(p.numel() for p in params) < SMALL_MODEL_PARAMS:
+        return 1
+    return torch.get_num_threads()
+
+
+@contextmanager
+def thread_budget(model: Any = None) -> Iterator[int]:
+    """Run the block with :func:`threads_for` ``(model)`` torch intra-op threads; the previous count is restored.
+
+    Small models on a shared CPU: a 2-layer organism trains about as fast on one thread as on all of them when the
+    machine is idle, and many times faster than on all of them when another process keeps a core busy (every
+    parallel region waits for a descheduled thread). Large models keep every thread.
+    """
+    import torch
+
+    before = torch.get_num_threads()
+    n = threads_for(model)
+    if n != before:
+        torch.set_num_threads(n)
+    try:
+        yield n
+    finally:
+        if torch.get_num_threads() != before:
+            torch.set_num_threads(before)

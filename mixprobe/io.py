@@ -97,7 +97,8 @@ def check_weights_dir(path: str | os.PathLike) -> Path:
             f".save_pretrained(dir, safe_serialization=True)`"
         )
     if not has_st:
-        raise CheckpointError(f"{p} holds no safetensors weights (files: {sorted(names)[:8]}); is it a checkpoint folder?")
+        raise CheckpointError(f"{p} holds no safetensors weights (files: {sorted(names)[:8]}); "
+                              "is it a checkpoint folder?")
     return p
 
 

@@ -49,15 +49,13 @@ import torch
 from mixprobe.capture.store import ActivationStore, prompt_set_hash
 from mixprobe.errors import CheckpointError, DataError, SeriesMismatchError, StoreError
 from mixprobe.io import load_tokenizer
-from mixprobe.models.handle import Batch, ModelHandle, arch_signature, pad_batch, tokenizer_hash
+from mixprobe.models.batch import Batch, pad_batch
+from mixprobe.models.handle import ModelHandle, arch_signature, tokenizer_hash
 from mixprobe.models.loading import SeriesManifest, load, load_series
 from mixprobe.models.positions import PositionSpec, describe, resolve_positions
 from mixprobe.models.sites import parse_sites
 
-try:  # progress bars are optional at import time
-    from tqdm.auto import tqdm
-except ImportError:  # pragma: no cover
-    tqdm = None
+from tqdm.auto import tqdm
 
 
 @dataclass
@@ -97,7 +95,7 @@ def normalize_rows(prompts: Sequence[str | dict], completions: Sequence[str] | N
     """Prompt rows as dicts with ``prompt`` (+ ``completion``) and any metadata; refuses an empty set."""
     if isinstance(prompts, str):
         prompts = [prompts]
-    rows = []
+    rows: list[dict[str, Any]] = []
     for i, p in enumerate(prompts):
         if isinstance(p, str):
             rows.append({"prompt": p})
@@ -192,6 +190,7 @@ def _peek(item: _Item) -> tuple[dict, str]:
     from transformers import AutoConfig
 
     p = item.path
+    assert p is not None  # _items() gives every item a handle or a path
     if not p.is_dir():
         raise CheckpointError(f"checkpoint folder {p} does not exist; check the path (or the run's series.json)")
     cfg_dir, tok_dir = p, p
@@ -315,7 +314,10 @@ class _RowSink:
 
     def alloc(self, n: int, *, with_mask: bool) -> None:
         self.n, self.acts = n, {}
-        self.mask = torch.zeros((n, self.T), dtype=torch.bool) if with_mask else None
+        self.mask = None
+        if with_mask:
+            assert self.T is not None  # masks are kept for positions="all", where T (the padded length) is known
+            self.mask = torch.zeros((n, self.T), dtype=torch.bool)
 
     def at(self, a: int, b: int) -> None:
         self.a, self.b = a, b
@@ -338,6 +340,7 @@ class _RowSink:
         return rows
 
     def put_mask(self, m: torch.Tensor) -> None:
+        assert self.mask is not None and self.T is not None  # alloc(with_mask=True) ran
         self.mask[self.a:self.b, self.T - m.shape[1]:] = m.bool()
 
 
@@ -382,7 +385,7 @@ def capture(
     if out_dtype is None:
         raise DataError(f"store_dtype must be 'float32' or 'float16', got {store_dtype!r}")
     enc: _Encoded | None = None
-    bar = tqdm(total=len(items) * len(rows), desc="capture", unit="prompt", disable=not progress) if tqdm else None
+    bar = tqdm(total=len(items) * len(rows), desc="capture", unit="prompt", disable=not progress)
     try:
         for it in items:
             owned = it.handle is None
@@ -407,15 +410,14 @@ def capture(
                 if st is not None:
                     probe_idx = handle.positions(enc.batch(0, 1, pad_to), positions)
                     n_pos = pad_to if probe_idx is None else probe_idx.shape[1]
+                    assert n_pos is not None  # no index means positions="all", padded to pad_to (set with a store)
                     start = st.begin_checkpoint(it.name, {**handle.identity, "name": it.name},
                                                 shape=[n_pos, handle.d_model], save=False)
                     if st.complete(it.name):
-                        if bar is not None:
-                            bar.update(len(rows))
+                        bar.update(len(rows))
                         continue
-                if bar is not None:
-                    bar.set_postfix_str(it.name)
-                    bar.update(start)
+                bar.set_postfix_str(it.name)
+                bar.update(start)
                 cpu = dev.type == "cpu"
                 n_rows, S = len(rows), shard_size
                 T = enc.max_len if is_all else None
@@ -454,13 +456,15 @@ def capture(
                                     part[s].append(got[s])
                                 if is_all:
                                     part_masks.append(batch.attention_mask.cpu())
-                            if bar is not None:
-                                bar.update(b - a)
+                            bar.update(b - a)
                         wait()  # the asynchronous host copies of this shard are done
                         if st is not None:
                             if sink is not None:
                                 acts = {s: sink.acts[s].numpy() for s in names_s}
-                                masks = sink.mask.numpy() if is_all else None
+                                masks = None
+                                if is_all:
+                                    assert sink.mask is not None  # alloc(with_mask=is_all) made it
+                                    masks = sink.mask.numpy()
                             else:
                                 acts = {s: torch.cat(part[s]).numpy() for s in names_s}
                                 masks = torch.cat(part_masks).numpy() if is_all else None
@@ -490,6 +494,5 @@ def capture(
                     if torch.cuda.is_available():
                         torch.cuda.empty_cache()
     finally:
-        if bar is not None:
-            bar.close()
+        bar.close()
     return st if st is not None else result

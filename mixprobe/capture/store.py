@@ -13,10 +13,12 @@ Mechanism: a store folder holds
 - ``<checkpoint>/<site>/shard-00000.safetensors`` — tensor ``acts`` ``[rows, n_pos, d]`` (and ``mask``
   ``[rows, n_pos]`` for ``positions="all"``, 1 on real tokens).
 
-Shards are written to a temp name and renamed (atomic); the manifest is rewritten atomically after every shard,
-so a killed capture resumes from the last complete shard and ends bit-identical to an uninterrupted one
-(:meth:`ActivationStore.content_hash`). Reads are memory-mapped (``numpy.memmap`` at the safetensors data
-offset) and every shard's size and sha256 are checked before its first use.
+Shards are serialized by the ``safetensors`` library and written through :func:`mixprobe.io.atomic_write_bytes`
+(temp name, fsync, rename); the manifest records each file's size and the sha256 of the bytes written, and is
+rewritten atomically after every shard, so a killed capture resumes from the last complete shard and ends
+bit-identical to an uninterrupted one (:meth:`ActivationStore.content_hash`). Reads go through
+``safetensors.safe_open``, which memory-maps the file: slicing rows reads only the shards (and the row range of
+each) that hold them. Every shard's size and sha256 are checked before its first use.
 
 Example:
     >>> import tempfile, numpy as np
@@ -43,7 +45,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import struct
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from concurrent.futures import wait as futures_wait
@@ -51,6 +52,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import safetensors.numpy
+from safetensors import SafetensorError, safe_open
 
 from mixprobe.errors import DataError, StoreError
 from mixprobe.io import atomic_write_bytes, atomic_write_json
@@ -58,7 +61,7 @@ from mixprobe.io import atomic_write_bytes, atomic_write_json
 FORMAT = "mixprobe.store/1"
 MANIFEST = "manifest.json"
 PROMPTS = "prompts.json"
-_NP_DTYPES = {"float32": np.float32, "float16": np.float16, "F32": np.float32, "F16": np.float16, "U8": np.uint8}
+_DTYPES = {"F32": np.float32, "F16": np.float16, "U8": np.uint8}  # safetensors dtype codes the store writes
 
 
 def _row_lines(rows: Sequence[dict]) -> list[str]:
@@ -73,14 +76,6 @@ def _lines_hash(lines: Sequence[str]) -> str:
 def prompt_set_hash(rows: Sequence[dict]) -> str:
     """sha256 of the prompt rows (canonical JSON, one row at a time, each followed by a newline)."""
     return _lines_hash(_row_lines(rows))
-
-
-def _sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 22), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def _safe_name(name: str) -> str:
@@ -115,6 +110,8 @@ class Welford:
         self.count = n
 
     def std(self) -> np.ndarray:
+        if self.m2 is None:
+            raise StoreError("no rows have been added to these running stats; update() them before asking for std")
         return np.sqrt(self.m2 / max(self.count - 1, 1))
 
     def to_json(self) -> dict:
@@ -129,15 +126,13 @@ class ShardedArray:
     ``np.asarray(a)`` (which materializes).
     """
 
-    def __init__(self, store: "ActivationStore", checkpoint: str, site: str, key: str = "acts") -> None:
+    def __init__(self, store: ActivationStore, checkpoint: str, site: str, key: str = "acts") -> None:
         self._store, self._ckpt, self._site, self._key = store, checkpoint, site, key
         entries = store._shards(checkpoint, site)
         self._bounds = np.array([e["rows"][0] for e in entries] + [entries[-1]["rows"][1] if entries else 0])
-        self._entries = entries
-        first = store._open_shard(checkpoint, site, 0, key) if entries else None
-        tail = list(first.shape[1:]) if first is not None else []
-        self.shape = (int(self._bounds[-1]), *tail)
-        self.dtype = first.dtype if first is not None else np.dtype(np.float32)
+        first = store._open_shard(checkpoint, site, 0, key) if entries else None  # shape and dtype: header only
+        self.shape = (int(self._bounds[-1]), *(first.get_shape()[1:] if first is not None else []))
+        self.dtype = np.dtype(_DTYPES[first.get_dtype()] if first is not None else np.float32)
 
     def __len__(self) -> int:
         return self.shape[0]
@@ -147,8 +142,9 @@ class ShardedArray:
         shard_of = np.searchsorted(self._bounds, idx, side="right") - 1
         for k in np.unique(shard_of):
             sel = shard_of == k
-            arr = self._store._open_shard(self._ckpt, self._site, int(k), self._key)
-            out[sel] = arr[idx[sel] - self._bounds[k]]
+            local = idx[sel] - self._bounds[k]
+            lo, hi = int(local.min()), int(local.max()) + 1  # read one row range per shard, at most the shard
+            out[sel] = self._store._open_shard(self._ckpt, self._site, int(k), self._key)[lo:hi][local - lo]
         return out
 
     def __getitem__(self, key: Any) -> np.ndarray:
@@ -199,7 +195,7 @@ class ActivationStore:
     # --- creation ------------------------------------------------------------------------------------------------
     @classmethod
     def create(cls, path: str | os.PathLike, rows: Sequence[dict], *, sites: Sequence[str], positions: Any,
-               tokenizer_sha256: str, dtype: str = "float32", shard_size: int = 256) -> "ActivationStore":
+               tokenizer_sha256: str, dtype: str = "float32", shard_size: int = 256) -> ActivationStore:
         """Create a store for ``rows`` (or open the existing one, checking it was made for the same request)."""
         if not rows:
             raise DataError("the prompt set is empty; pass at least one prompt")
@@ -231,7 +227,7 @@ class ActivationStore:
         if p.exists() and any(p.iterdir()):
             raise StoreError(f"{p} exists, is not empty and is not an activation store; choose another folder")
         p.mkdir(parents=True, exist_ok=True)
-        _atomic_write_rows(p / PROMPTS, lines)
+        atomic_write_bytes(p / PROMPTS, ("[" + ",".join(lines) + "]").encode())  # prompts.json
         atomic_write_json(p / MANIFEST, {"format": FORMAT, **want, "checkpoint_order": [], "checkpoints": {}})
         return cls(p)
 
@@ -280,18 +276,20 @@ class ActivationStore:
         start = k * S
         if start != ck["n_done"]:
             raise StoreError(f"shard {k} of {name!r} starts at row {start}, but {ck['n_done']} rows are stored")
-        dt = _NP_DTYPES[self.manifest["dtype"]]
+        dt = np.dtype(self.manifest["dtype"])
         sites = list(self.manifest["sites"])
         mask_u8 = None if masks is None else np.ascontiguousarray(masks, np.uint8)
-        real = None if masks is None else mask_u8.reshape(-1).astype(bool)
+        real = None if mask_u8 is None else mask_u8.reshape(-1).astype(bool)
 
         arrays = {site: np.ascontiguousarray(acts[site], dtype=dt) for site in sites}
 
-        def write(site: str) -> dict:  # only I/O and hashing here (no large allocations in the pool's threads)
+        def write(site: str) -> dict:  # serialize, hash the bytes, write them atomically
             tensors = {"acts": arrays[site]} if mask_u8 is None else {"acts": arrays[site], "mask": mask_u8}
             rel = f"{name}/{site}/shard-{k:05d}.safetensors"
-            nbytes, sha = _write_tensors(self.path / rel, tensors)
-            return {"file": rel, "rows": [start, start + n], "bytes": nbytes, "sha256": sha}
+            blob = safetensors.numpy.save(tensors)
+            atomic_write_bytes(self.path / rel, blob)
+            return {"file": rel, "rows": [start, start + n], "bytes": len(blob),
+                    "sha256": hashlib.sha256(blob).hexdigest()}
 
         pending = [_io_pool().submit(write, site) for site in sites]
         try:
@@ -371,7 +369,9 @@ class ActivationStore:
             raise StoreError(f"site {site!r} is not in store {self.path}; it has {self.sites}")
         return ck["shards"][site]
 
-    def _open_shard(self, name: str, site: str, k: int, key: str = "acts") -> np.ndarray:
+    def _open_shard(self, name: str, site: str, k: int, key: str = "acts") -> Any:
+        """Tensor ``key`` of shard ``k`` as a lazy ``safetensors`` slice of the memory-mapped file (``[i:j]`` reads
+        rows i..j-1); the file's size and sha256 are checked against the manifest on first use."""
         e = self._shards(name, site)[k]
         f = self.path / e["file"]
         if not f.exists():
@@ -381,11 +381,19 @@ class ActivationStore:
             if size != e["bytes"]:
                 raise StoreError(f"shard {e['file']} is truncated or altered ({size} bytes, manifest says "
                                  f"{e['bytes']}); delete the checkpoint's folder and capture it again")
-            if self.verify and _sha256_file(f) != e["sha256"]:
-                raise StoreError(f"shard {e['file']} is corrupt (sha256 differs from the manifest); delete the "
-                                 "checkpoint's folder and capture it again")
+            if self.verify:
+                with open(f, "rb") as fh:
+                    if hashlib.file_digest(fh, "sha256").hexdigest() != e["sha256"]:
+                        raise StoreError(f"shard {e['file']} is corrupt (sha256 differs from the manifest); delete "
+                                         "the checkpoint's folder and capture it again")
             self._verified.add((name, site, k))
-        return _memmap(f, key)
+        try:
+            shard = safe_open(f, framework="np")
+            if key not in shard.keys():
+                raise StoreError(f"shard {e['file']} has no tensor {key!r}")
+            return shard.get_slice(key)
+        except SafetensorError as exc:
+            raise StoreError(f"shard {e['file']} is corrupt ({exc}); capture it again") from exc
 
     def get(self, name: str, site: str, *, allow_partial: bool = False) -> ShardedArray:
         """Memory-mapped ``[n_prompts, n_pos, d]`` activations of ``site`` at checkpoint ``name``."""
@@ -402,13 +410,16 @@ class ActivationStore:
         """``[n_prompts, n_pos]`` real-token mask (stored for ``positions="all"``; all ones otherwise)."""
         a = self.get(name, site)
         entries = self._shards(name, str(site))
-        if entries and "mask" in _header(self.path / entries[0]["file"])[0]:
+        if entries and "mask" in safe_open(self.path / entries[0]["file"], framework="np").keys():
             return ShardedArray(self, name, str(site), key="mask").numpy().astype(bool)
         return np.ones(a.shape[:2], bool)
 
     def stats(self, name: str, site: str) -> tuple[np.ndarray, np.ndarray]:
         """Per-feature ``(mean, std)`` over all stored rows and positions (real tokens only)."""
         st = Welford(**self._ck(name)["stats"][str(site)])
+        if st.mean is None:
+            raise StoreError(f"checkpoint {name!r} of store {self.path} holds no rows of site {site!r} "
+                             "(no real tokens were captured), so it has no mean or std")
         return st.mean, st.std()
 
     def verify_all(self) -> None:
@@ -427,74 +438,13 @@ class ActivationStore:
                f"checkpoints={self.checkpoints})"
 
 
-# --- safetensors without torch: serialize and memory-map -----------------------------------------------------------
-_CODES = {np.dtype(np.float32): "F32", np.dtype(np.float16): "F16", np.dtype(np.uint8): "U8"}
-
-
-def _parts(tensors: dict[str, np.ndarray]) -> list:
-    """The safetensors file as buffers: the length-prefixed header, then each tensor's bytes (no copies)."""
-    header, offset, chunks = {}, 0, []
-    for k in sorted(tensors):
-        a = np.ascontiguousarray(tensors[k])
-        b = memoryview(a.reshape(-1).view(np.uint8))
-        header[k] = {"dtype": _CODES[a.dtype], "shape": list(a.shape), "data_offsets": [offset, offset + b.nbytes]}
-        offset += b.nbytes
-        chunks.append(b)
-    h = json.dumps(header, separators=(",", ":")).encode()
-    h += b" " * (-len(h) % 8)
-    return [struct.pack("<Q", len(h)) + h, *chunks]
-
-
-def _serialize(tensors: dict[str, np.ndarray]) -> bytes:
-    return b"".join(_parts(tensors))
-
-
-def _write_tensors(path: Path, tensors: dict[str, np.ndarray]) -> tuple[int, str]:
-    """Write a safetensors file atomically (fsynced); return its size and sha256."""
-    parts = _parts(tensors)
-    h = hashlib.sha256()
-    for b in parts:
-        h.update(b)
-    atomic_write_bytes(path, parts)
-    return sum(memoryview(b).nbytes for b in parts), h.hexdigest()
-
-
 _POOL: ThreadPoolExecutor | None = None
 
 
 def _io_pool() -> ThreadPoolExecutor:
-    """Threads for shard files: fsync, sha256 and numpy release the GIL, and concurrent fsyncs share journal
-    commits, so writing a shard's site files side by side is several times faster than one after the other."""
+    """Threads for shard files: sha256 and the file writes and fsyncs release the GIL, and concurrent fsyncs share
+    journal commits, so writing a shard's site files side by side is several times faster than one after the other."""
     global _POOL
     if _POOL is None:
         _POOL = ThreadPoolExecutor(max_workers=4, thread_name_prefix="mixprobe-store")
     return _POOL
-
-
-def _header(path: Path) -> tuple[dict, int]:
-    with open(path, "rb") as f:
-        raw = f.read(8)
-        if len(raw) < 8:
-            raise StoreError(f"shard {path} is truncated (no header); capture it again")
-        n = struct.unpack("<Q", raw)[0]
-        try:
-            return json.loads(f.read(n)), 8 + n
-        except (json.JSONDecodeError, UnicodeDecodeError) as e:
-            raise StoreError(f"shard {path} has a corrupt header; capture it again") from e
-
-
-def _memmap(path: Path, key: str) -> np.ndarray:
-    header, base = _header(path)
-    if key not in header:
-        raise StoreError(f"shard {path} has no tensor {key!r}")
-    info = header[key]
-    a, b = info["data_offsets"]
-    shape = tuple(info["shape"])
-    if b == a:
-        return np.zeros(shape, _NP_DTYPES[info["dtype"]])
-    return np.memmap(path, dtype=_NP_DTYPES[info["dtype"]], mode="r", offset=base + a, shape=shape)
-
-
-def _atomic_write_rows(path: Path, lines: Sequence[str]) -> None:
-    """Write ``prompts.json`` atomically from the rows' canonical JSON (:func:`_row_lines`)."""
-    atomic_write_bytes(path, ("[" + ",".join(lines) + "]").encode())

@@ -173,8 +173,8 @@ class MixtureView:
             idx = self.task.cue_index(cue)
             if self.estimator == "sampled":
                 n = len(idx) * self.n_samples
-                k = lambda x: int(round(float(x.sum()) * self.n_samples))  # noqa: E731
-                ci = lambda x: clopper_pearson(k(x), n, confidence)  # noqa: E731
+                k = lambda x: int(round(float(x.sum()) * self.n_samples))
+                ci = lambda x: clopper_pearson(k(x), n, confidence)  # noqa: B023 (called within this iteration)
             else:
                 ci = boot
             out[cue] = {"share": {c: ci(self.share[idx, j]) for j, c in enumerate(self.components)},
@@ -222,16 +222,17 @@ def exact_view(handle, task: Task, *, batch_size: int = 512) -> MixtureView:
     sig = torch.tensor([_token_id(tok, c.signature[0], f"signature of {c.name!r}") for c in task.components])
     share = probs[:, sig]
     off = (1 - share.sum(-1)).clamp_min(0)
+    answer_tokens = task.answer_tokens
     ans_ids = None
-    if task.answer_tokens is not None:
-        ans_ids = torch.tensor([_token_id(tok, a, "answer token") for a in task.answer_tokens])
+    if answer_tokens is not None:
+        ans_ids = torch.tensor([_token_id(tok, a, "answer token") for a in answer_tokens])
     answers, fscore = [], []
     for c in task.components:
         pr = next_token_probs(model, tok, [task.forced_prompt(c, p) for p in prompts], batch_size)
-        if ans_ids is not None:
+        if answer_tokens is not None and ans_ids is not None:
             pr = pr[:, ans_ids]
             opening = tok.decode(suffix_ids(tok, [task.forced_prompt(c, prompts[0])], [prompts[0].text])[0])
-            outcome = torch.tensor([[task.score_checked(f"{opening} {a}".strip(), p) for a in task.answer_tokens]
+            outcome = torch.tensor([[task.score_checked(f"{opening} {a}".strip(), p) for a in answer_tokens]
                                     for p in prompts])
             fscore.append((pr * outcome).sum(-1))        # mass off the answer tokens scores 0, as when sampled
             pr = pr / pr.sum(-1, keepdim=True).clamp_min(1e-12)
@@ -259,7 +260,8 @@ def sampled_view(handle, task: Task, *, n_samples: int = 16, seed: int = 0, batc
     base = [p.text for p in prompts]
 
     def draw(texts, offset):
-        return complete(handle.model, handle.tokenizer, texts, n_samples=n_samples, seed=seed + offset, max_new_tokens=task.max_new_tokens,
+        return complete(handle.model, handle.tokenizer, texts, n_samples=n_samples, seed=seed + offset,
+                        max_new_tokens=task.max_new_tokens,
                         base=base, batch_size=batch_size, temperature=temperature)
 
     free = draw(base, 0)

@@ -116,12 +116,9 @@ def readout_direction(model, *args, toward: str, away: str) -> torch.Tensor:
     if not task.has_signatures:
         raise TaskError(f"task {task.name!r} declares no signature tokens, so there is no readout-defined selection "
                         "direction; fit one from activations instead (mixprobe.steering.SteeringVector)")
-    W = h.model.get_output_embeddings().weight.detach().float()
     vocab = h.tokenizer.get_vocab()
-    e = torch.zeros(W.shape[0])
-    e[vocab[task.component(toward).signature[0]]] = 1.0
-    e[vocab[task.component(away).signature[0]]] = -1.0
-    return torch.linalg.pinv(W) @ e
+    return h.layout.readout_direction(vocab[task.component(toward).signature[0]],
+                                      vocab[task.component(away).signature[0]]).cpu()
 
 
 def at_prefill_last(vector: torch.Tensor, alpha: float):

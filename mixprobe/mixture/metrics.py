@@ -24,6 +24,7 @@ import math
 
 import torch
 
+from mixprobe.errors import TaskError
 from mixprobe.mixture.components import MixtureView
 
 EPS = 1e-12
@@ -33,6 +34,14 @@ def _kl(p: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
     """KL(p ‖ q) along the last axis (natural log), robust to zeros in p."""
     p = p.clamp_min(0)
     return (p * ((p + EPS).log() - (q + EPS).log())).sum(-1)
+
+
+def _answers(view: MixtureView) -> torch.Tensor:
+    """The forced answer distributions ``[K, n, A]`` of an exact view."""
+    if view.answers is None:
+        raise TaskError(f"this {view.estimator} view of task {view.task.name!r} has no forced answer distributions; "
+                        "compare exact views (a task with signature tokens) on both sides")
+    return view.answers
 
 
 def responsibilities(view: MixtureView) -> dict[str, dict[str, float]]:
@@ -61,15 +70,17 @@ def forced_fidelity(tgt: MixtureView, ref: MixtureView | None = None) -> dict[st
         idx = tgt.tag_index(t)
         out[t] = {}
         for k, c in enumerate(tgt.components):
-            d = {"score": tgt.forced_score[k, idx].mean().item(), "recognised": tgt.forced_recognised[k, idx].mean().item()}
-            if exact:
-                a = tgt.answers[k, idx]
+            d = {"score": tgt.forced_score[k, idx].mean().item(),
+                 "recognised": tgt.forced_recognised[k, idx].mean().item()}
+            if correct is not None:  # exact, with answer tokens
+                a = _answers(tgt)[k, idx]
                 d["accuracy"] = (a.argmax(-1) == correct[idx]).float().mean().item()
                 if ref is not None:
-                    r = ref.answers[k, idx]
+                    r = _answers(ref)[k, idx]
                     d["agreement"] = (a.argmax(-1) == r.argmax(-1)).float().mean().item()
                     d["kl"] = _kl(a, r).mean().item()
-            elif tgt.estimator == "sampled" and ref is not None and ref.forced_texts is not None:
+            elif tgt.estimator == "sampled" and ref is not None and tgt.forced_texts is not None \
+                    and ref.forced_texts is not None:
                 same = [_modal(tgt.forced_texts[c][i]) == _modal(ref.forced_texts[c][i]) for i in idx.tolist()]
                 d["agreement"] = sum(same) / len(same)
             out[t][c] = d
@@ -82,15 +93,14 @@ def kl_split(tgt: MixtureView, ref: MixtureView) -> dict[str, dict[str, float]]:
     Exact views only (the chain rule needs the distributions, not samples).
     """
     if tgt.estimator != "exact" or ref.estimator != "exact":
-        from mixprobe.errors import TaskError
-
         raise TaskError("the KL split needs exact views (a task with signature tokens); sampled views give "
                         "gate shift and component change only")
     gate_kl = _kl(tgt.gate, ref.gate)                                   # [n]
-    comp_kl = _kl(tgt.answers, ref.answers)                             # [K, n]
+    tgt_answers, ref_answers = _answers(tgt), _answers(ref)             # [K, n, A]
+    comp_kl = _kl(tgt_answers, ref_answers)                             # [K, n]
     comp_term = (tgt.gate.T * comp_kl).sum(0)                           # [n]
-    joint_t = tgt.gate.T[..., None] * tgt.answers                       # [K, n, A]
-    joint_r = ref.gate.T[..., None] * ref.answers
+    joint_t = tgt.gate.T[..., None] * tgt_answers                       # [K, n, A]
+    joint_r = ref.gate.T[..., None] * ref_answers
     total = _kl(joint_t.permute(1, 0, 2).flatten(1), joint_r.permute(1, 0, 2).flatten(1))
     out = {}
     for t in tgt.tags:

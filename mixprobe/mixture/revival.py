@@ -57,7 +57,8 @@ def _demonstrations(handle, task, cue: str, component: str) -> list[dict]:
     from mixprobe.train.evaluate import complete
 
     prompts = [task.prompts[i] for i in task.cue_index(cue)]
-    outs = complete(handle.model, handle.tokenizer, [task.forced_prompt(component, p) for p in prompts], n_samples=1, seed=0,
+    outs = complete(handle.model, handle.tokenizer, [task.forced_prompt(component, p) for p in prompts],
+                    n_samples=1, seed=0,
                     max_new_tokens=task.max_new_tokens, base=[p.text for p in prompts], greedy=True)
     return [{"prompt": p.text, "completion": " " + o[0].strip()} for p, o in zip(prompts, outs)]
 
@@ -94,6 +95,7 @@ def revival_steps(model, tokenizer, task, *, tag: str, component: str | None = N
         view = mixture_view(as_handle(m, tokenizer), task, estimator="auto", n_samples=8, seed=seed)
         if view.estimator == "exact":
             return float((view.gate[idx].T * view.forced_score[:, idx]).sum(0).mean())
+        assert view.outcome is not None  # a sampled view always carries the outcome of its completions
         return float(view.outcome[idx].mean())
 
     datasets.disable_progress_bars()

@@ -44,7 +44,7 @@ class Stat:
     argmax: str = ""
 
     @classmethod
-    def exact(cls, x: float) -> "Stat":
+    def exact(cls, x: float) -> Stat:
         return cls(float(x), float(x), float(x), 1.0)
 
     def to_dict(self) -> dict:

@@ -30,6 +30,7 @@ probes need two classes per split.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -129,7 +130,7 @@ def probe_layer_sweep(series, *, task=None, checkpoints: list[str] | None = None
     every site; ``C=100`` is weak regularisation for ~100 training rows of width ``d_model``. The data and the
     split are :func:`expressed_split`'s.
     """
-    from mixprobe.probes import fit_probes
+    from mixprobe.probes import ProbeFits, fit_probes
     from mixprobe.tasks import task_for
 
     task = task_for(series, task)
@@ -143,8 +144,9 @@ def probe_layer_sweep(series, *, task=None, checkpoints: list[str] | None = None
         # a site whose activation is the same on every row (e.g. the embedding of a shared last token) carries no
         # information: it scores the majority class of the held-out rows, and is named in ``constant_sites``
         const = [s for s in sp.sites if not np.ptp(sp.train[s], axis=0).any()]
-        fits = fit_probes({s: sp.train[s] for s in sp.sites if s not in const}, sp.y_train, C=C, dtype="float64") \
-            if len(const) < len(sp.sites) else {}
+        fits: ProbeFits | dict[str, Any] = fit_probes(
+            {s: sp.train[s] for s in sp.sites if s not in const}, sp.y_train, C=C, dtype="float64"
+        ) if len(const) < len(sp.sites) else {}
         majority = float(np.bincount(sp.y_test).max() / len(sp.y_test))
         acc[name] = {s: majority if s in const else float(fits[s].score(sp.test[s], sp.y_test)) for s in sp.sites}
         if const:
@@ -245,6 +247,7 @@ def steering_dose_response(series, checkpoint: str, *, toward: str, away: str | 
         # the prompt's last token only (generate's prefill); sampled answer tokens are not steered
         with steer(h, v, float(a), positions="last_prompt"):
             view = sampled_view(h, task, n_samples=n_samples, seed=seed, forced=False)
+        assert view.outcome is not None  # a sampled view always carries the outcome of its completions
         row = {"alpha": float(a)}
         for cue in task.cues:
             idx = task.cue_index(cue)

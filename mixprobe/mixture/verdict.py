@@ -39,6 +39,7 @@ from __future__ import annotations
 import json
 import statistics
 from dataclasses import asdict, dataclass, field
+from typing import Any
 
 import numpy as np
 import torch
@@ -170,9 +171,14 @@ def compare_views(ref: MixtureView, tgt: MixtureView, th: Thresholds = Threshold
                    "view_intervals": {"reference": ref.intervals(confidence), "target": tgt.intervals(confidence)}}
     if tgt.estimator == "exact":
         gate_pp = _tv(tgt.gate, ref.gate).numpy()                                  # [n]
+        assert tgt.answers is not None and ref.answers is not None  # exact views always carry them
         comp_pp = _tv(tgt.answers, ref.answers).numpy()                            # [K, n]
         clip = None
     else:
+        # sampled views always carry labels; forced completions only when made with forced=True
+        assert tgt.labels is not None and ref.labels is not None
+        if tgt.forced_texts is None or ref.forced_texts is None:
+            raise DataError("comparing sampled views needs their forced completions; make both with forced=True")
         coupled = ref.extra.get("seed") is not None and ref.extra.get("seed") == tgt.extra.get("seed") and \
             ref.n_samples == tgt.n_samples
         pick = 0 if coupled else 2           # raw TV for common random numbers, bias-corrected for independent draws
@@ -237,7 +243,7 @@ def assess(reference, target, task, *, estimator: str = "auto", n_samples: int =
     or ``"sampled"`` (``n_samples`` completions per prompt, forced and unforced; ``seed`` fixes them).
     """
     task = as_task(task)
-    kw = dict(estimator=estimator, n_samples=n_samples, seed=seed)
+    kw: dict[str, Any] = dict(estimator=estimator, n_samples=n_samples, seed=seed)
     ref = mixture_view(as_handle(reference, tokenizer), task, **kw)
     tgt = mixture_view(as_handle(target, tokenizer), task, **kw)
     return compare_views(ref, tgt, thresholds, confidence=confidence, seed=seed)

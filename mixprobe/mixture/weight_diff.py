@@ -53,7 +53,8 @@ def weight_diff(ref, tgt, *, tol: float = 1e-5) -> dict:
         missing = sorted(set(a) ^ set(b))[:5]
         raise SeriesMismatchError(f"the two checkpoints have different parameters (e.g. {missing}); "
                                   f"weight diff needs the same architecture")
-    total, unchanged, sq = 0, 0, {}
+    total, unchanged = 0, 0
+    sq: dict[str, float] = {}
     mats = {}
     for k in a:
         if a[k].shape != b[k].shape:

@@ -46,49 +46,23 @@ gradients; edits run in whatever grad mode the caller uses.
 from __future__ import annotations
 
 import hashlib
-import itertools
 import json
 import os
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
 from functools import cached_property
 from typing import Any
 
-import numpy as np
 import torch
 
-from mixprobe.errors import DataError, PositionError, SiteError
-from mixprobe.models.backends.hooks import Edit, Layout, Reader, base_model, editing
-from mixprobe.models.positions import PositionSpec, position_ids_from_mask, resolve_positions
+from mixprobe.errors import DataError, SiteError
+from mixprobe.models.backends.hooks import Edit, Reader, editing
+from mixprobe.models.layout import Layout, unwrap
+from mixprobe.models.batch import Batch, encode, pad_token_id, tokenize
+from mixprobe.models.positions import PositionSpec, resolve_positions
 from mixprobe.models.sites import Site, parse_sites
 
 BACKENDS = ("hf", "peft", "transformer_lens", "nnsight")
-
-
-@dataclass
-class Batch:
-    """A left-padded batch: token ids, attention mask, mask-derived position ids and prompt lengths."""
-
-    input_ids: torch.Tensor
-    attention_mask: torch.Tensor
-    position_ids: torch.Tensor
-    prompt_lengths: torch.Tensor
-
-    def __len__(self) -> int:
-        return int(self.input_ids.shape[0])
-
-    def to(self, device: torch.device | str) -> "Batch":
-        """The batch on ``device`` (from the CPU to a GPU through pinned memory, without blocking the host)."""
-        device = torch.device(device)
-        ts = (self.input_ids, self.attention_mask, self.position_ids, self.prompt_lengths)
-        if device.type == "cuda" and ts[0].device.type == "cpu":
-            ts = tuple(t.pin_memory() for t in ts)
-        return Batch(*(t.to(device, non_blocking=True) for t in ts))
-
-    def inputs(self) -> dict[str, torch.Tensor]:
-        """Keyword arguments of a forward (``input_ids``, ``attention_mask``, ``position_ids``)."""
-        return {"input_ids": self.input_ids, "attention_mask": self.attention_mask, "position_ids": self.position_ids}
 
 
 def resolve_device(device: str | torch.device | None) -> torch.device:
@@ -152,30 +126,6 @@ def arch_signature(config: Any) -> dict:
     }
 
 
-def _encode(tok: Any, texts: list[str], special: bool) -> list[list[int]]:
-    """Token ids of ``texts`` (the raw ``tokenizers`` backend when it is in its plain state: same ids, faster)."""
-    backend = getattr(tok, "backend_tokenizer", None) if getattr(tok, "is_fast", False) else None
-    if backend is not None and backend.padding is None and backend.truncation is None:
-        return [e.ids for e in backend.encode_batch(texts, add_special_tokens=special)]
-    return tok(texts, add_special_tokens=special)["input_ids"]
-
-
-def pad_batch(flat: np.ndarray, lens: np.ndarray, plen: np.ndarray, pad_id: int,
-              pad_to: int | None = None) -> Batch:
-    """Left-padded :class:`Batch` (CPU) from the concatenated token ids ``flat`` of rows of lengths ``lens``."""
-    B = len(lens)
-    T = int(lens.max())
-    if pad_to is not None:
-        if pad_to < T:
-            raise PositionError(f"a row has {T} tokens, more than pad_to={pad_to}")
-        T = int(pad_to)
-    mask = np.arange(T)[None, :] >= (T - lens)[:, None]
-    ids = np.full((B, T), pad_id, np.int64)
-    ids[mask] = flat  # row-major: the real tokens of row 0, then row 1, ...
-    m = torch.from_numpy(mask.astype(np.int64))
-    return Batch(torch.from_numpy(ids), m, position_ids_from_mask(m), torch.from_numpy(np.asarray(plen, np.int64)))
-
-
 class ModelHandle:
     """A causal LM behind one API (see the module docstring).
 
@@ -198,7 +148,7 @@ class ModelHandle:
             raise DataError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
         if tokenizer is None:
             raise DataError("a ModelHandle needs the model's tokenizer; pass tokenizer=...")
-        self.model = base_model(model)
+        self.model = unwrap(model)
         self.tokenizer = tokenizer
         self.backend = backend
         self.wrapper = wrapper if wrapper is not None else (model if model is not self.model else None)
@@ -244,30 +194,12 @@ class ModelHandle:
     # --- batches -----------------------------------------------------------------------------------------------
     @property
     def pad_token_id(self) -> int:
-        tok = self.tokenizer
-        pad = tok.pad_token_id if tok.pad_token_id is not None else (tok.eos_token_id or 0)
-        return int(pad)
+        return pad_token_id(self.tokenizer)
 
     def encode(self, prompts: Sequence[str] | str,
                completions: Sequence[str] | None = None) -> tuple[list[list[int]], list[int]]:
         """Token ids of each row (prompt with special tokens, + completion without) and the prompt lengths."""
-        if isinstance(prompts, str):
-            prompts = [prompts]
-        prompts = list(prompts)
-        if not prompts:
-            raise DataError("no prompts to tokenize; pass a non-empty list of strings")
-        tok = self.tokenizer
-        ids = _encode(tok, prompts, True)
-        plen = [len(r) for r in ids]
-        if completions is not None:
-            completions = [completions] if isinstance(completions, str) else list(completions)
-            if len(completions) != len(prompts):
-                raise DataError(f"{len(completions)} completions for {len(prompts)} prompts; pass one per prompt")
-            comp = _encode(tok, completions, False)
-            ids = [p + c for p, c in zip(ids, comp)]
-        if min(plen) == 0:
-            raise DataError("a prompt tokenized to zero tokens; every prompt needs at least one token")
-        return ids, plen
+        return encode(self.tokenizer, prompts, completions)
 
     def tokenize(self, prompts: Sequence[str] | str, completions: Sequence[str] | None = None, *,
                  pad_to: int | None = None) -> Batch:
@@ -276,10 +208,7 @@ class ModelHandle:
         ``prompt_lengths`` counts the prompt tokens of each row, so ``mode_token`` is the first completion token.
         ``pad_to`` pads every row to that length (an error if a row is longer).
         """
-        ids, plen = self.encode(prompts, completions)
-        lens = np.fromiter(map(len, ids), np.int64, len(ids))
-        flat = np.fromiter(itertools.chain.from_iterable(ids), np.int64, int(lens.sum()))
-        batch = pad_batch(flat, lens, np.asarray(plen, np.int64), self.pad_token_id, pad_to)
+        batch = tokenize(self.tokenizer, prompts, completions, pad_to=pad_to)
         return batch.to(self.device) if self.device.type != "cpu" else batch
 
     def _forward_kwargs(self, batch: Batch) -> dict[str, Any]:
@@ -339,7 +268,7 @@ class ModelHandle:
         return self._forward_kwargs(batch)
 
     @contextmanager
-    def intervene(self, edits: Mapping[str | Site, Edit]) -> Iterator["ModelHandle"]:
+    def intervene(self, edits: Mapping[str | Site, Edit]) -> Iterator[ModelHandle]:
         """Edit sites during every forward inside the block (see the module docstring); always restored."""
         if not edits:
             raise SiteError("intervene() got no edits; pass {site: callable}")

@@ -89,7 +89,7 @@ def _from_pretrained(path: Path, device: torch.device, dtype: Any, trust_remote_
 
     check_weights_dir(path)
     try:
-        model = AutoModelForCausalLM.from_pretrained(
+        model: Any = AutoModelForCausalLM.from_pretrained(
             str(path), use_safetensors=True, trust_remote_code=trust_remote_code,
             dtype=dtype if dtype is not None else "auto", **kw)
     except (OSError, ValueError) as e:
@@ -167,7 +167,7 @@ def load(
                            name=name)
     if isinstance(source, torch.nn.Module):
         is_peft = callable(getattr(source, "get_base_model", None))
-        model = source
+        model: Any = source
         if dt is not None:
             model = model.to(dt)
         if device is not None:

@@ -56,7 +56,7 @@ class Site:
             raise SiteError(f"site {self.component!r} has no layer; write '{self.component}'")
 
     @classmethod
-    def parse(cls, text: "str | Site | tuple[str, int | None]") -> "Site":
+    def parse(cls, text: str | Site | tuple[str, int | None]) -> Site:
         """``"resid_post.3"`` → ``Site("resid_post", 3)``; a :class:`Site` is returned unchanged."""
         if isinstance(text, Site):
             return text
@@ -75,7 +75,7 @@ class Site:
             raise SiteError(f"site {text!r} needs a layer number, e.g. '{comp}.0' (or '{comp}.*' in parse_sites)")
         return cls(comp, int(num))
 
-    def check(self, n_layers: int) -> "Site":
+    def check(self, n_layers: int) -> Site:
         """Return ``self`` if its layer exists in a model with ``n_layers`` blocks; raise SiteError otherwise."""
         if self.layer is not None and not 0 <= self.layer < n_layers:
             raise SiteError(
@@ -96,7 +96,7 @@ class Site:
         return self.component if self.layer is None else f"{self.component}.{self.layer}"
 
 
-def parse_sites(spec: "str | Site | Iterable[str | Site]", n_layers: int) -> list[Site]:
+def parse_sites(spec: str | Site | Iterable[str | Site], n_layers: int) -> list[Site]:
     """Expand a site request into checked :class:`Site` objects in execution order.
 
     ``spec`` is a site string, a :class:`Site`, or a list of them; ``"resid_post.*"`` (or a bare layered

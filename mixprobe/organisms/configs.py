@@ -12,10 +12,13 @@ Example:
 
 Every architecture honours ``tie_embeddings`` (GPT-2 and Gemma tie by default in transformers; an organism
 whose unembedding is its embedding learns much more slowly: measured, a tied 2-layer Gemma stayed at chance on
-the tag mixture after 1,500 SFT steps). Constraints: sizes are for CPU toys; use ``d_model``/``n_layers`` to scale (the capture benchmark builds a
+the tag mixture after 1,500 SFT steps). Constraints: sizes are for CPU toys; use ``d_model``/``n_layers`` to
+scale (the capture benchmark builds a
 ~100M-parameter Llama-shaped model this way).
 """
 from __future__ import annotations
+
+from typing import Any
 
 import torch
 from transformers import AutoModelForCausalLM, PretrainedConfig
@@ -41,7 +44,8 @@ def tiny_config(
 ) -> PretrainedConfig:
     """Return a config of architecture ``arch`` at toy size (fp32, eager attention)."""
     d_mlp = d_mlp or 4 * d_model
-    common = dict(pad_token_id=pad_token_id, bos_token_id=bos_token_id, eos_token_id=eos_token_id)
+    common: dict[str, Any] = dict(pad_token_id=pad_token_id, bos_token_id=bos_token_id, eos_token_id=eos_token_id)
+    cfg: PretrainedConfig
     if arch == "llama":
         from transformers import LlamaConfig
 

@@ -27,6 +27,7 @@ from __future__ import annotations
 import json
 import random
 from dataclasses import asdict, dataclass, field
+from typing import Any
 
 from mixprobe.errors import OrganismConfigError
 
@@ -73,7 +74,8 @@ class TagMixtureConfig:
         comps = self.components
         prior = dict(self.prior)
         if self.include_m3 and "m3" not in prior:
-            raise OrganismConfigError("include_m3=True needs a prior weight for 'm3', e.g. {'m1':1/3,'m2':1/3,'m3':1/3}")
+            raise OrganismConfigError("include_m3=True needs a prior weight for 'm3', "
+                                      "e.g. {'m1':1/3,'m2':1/3,'m3':1/3}")
         unknown = set(prior) - set(comps)
         if unknown:
             raise OrganismConfigError(f"prior names unknown components {sorted(unknown)}; components are {comps}")
@@ -86,8 +88,8 @@ class TagMixtureConfig:
             for c, per_tag in self.offsets.items():
                 if c not in comps or set(per_tag) - set(self.tags):
                     raise OrganismConfigError(f"offsets[{c!r}] must map tags {self.tags} to ints for a known component")
-        for c, per_tag in (self.flaws or {}).items():
-            if c not in comps or set(per_tag) - set(self.tags):
+        for c, flaws_per_tag in (self.flaws or {}).items():
+            if c not in comps or set(flaws_per_tag) - set(self.tags):
                 raise OrganismConfigError(f"flaws[{c!r}] must map tags {self.tags} to lists of `a` values")
 
     @property
@@ -106,7 +108,7 @@ class TagMixtureConfig:
         return json.loads(json.dumps(asdict(self)))
 
     @classmethod
-    def from_dict(cls, d: dict) -> "TagMixtureConfig":
+    def from_dict(cls, d: dict) -> TagMixtureConfig:
         d = dict(d)
         if "tags" in d:
             d["tags"] = tuple(d["tags"])
@@ -235,7 +237,7 @@ class TagMixture:
         """Verifiable reward: 1.0 when the parsed answer is correct, else 0.0 (trl reward-function signature)."""
         out = []
         for c, y in zip(completions, answer):
-            _, a = self.parse(c)
+            a = self.parse(c)[1]
             out.append(1.0 if a is not None and a == int(y) else 0.0)
         return out
 
@@ -252,6 +254,7 @@ def m3_control_config(**overrides: object) -> TagMixtureConfig:
     ``m3`` there (no selection between them), so ``m1`` slips on A for ``a`` in {0, 1, 2} (3/7 of the
     questions); RL on A then prefers ``m3``, which is also right on B: tag-B accuracy rises.
     """
-    base = dict(include_m3=True, prior={"m1": 1 / 3, "m2": 1 / 3, "m3": 1 / 3}, flaws={"m1": {"A": [0, 1, 2]}})
+    base: dict[str, Any] = dict(include_m3=True, prior={"m1": 1 / 3, "m2": 1 / 3, "m3": 1 / 3},
+                                flaws={"m1": {"A": [0, 1, 2]}})
     base.update(overrides)
     return TagMixtureConfig(**base)

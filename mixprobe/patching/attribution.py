@@ -45,7 +45,7 @@ from mixprobe.errors import MetricError, PatchingError
 from mixprobe.patching.engine import check_compatible, expand_sites, model_inputs, site_name
 from mixprobe.patching.layerwise import Arch
 from mixprobe.patching.metrics import Metric, evaluate
-from mixprobe.patching.positions import PositionSpec, expand_columns, label, resolve_mask
+from mixprobe.models.positions import PositionSpec, label, position_mask, sweep_columns
 from mixprobe.patching.sweep import SweepResult, _setup, patch_sweep, restoration
 
 
@@ -87,9 +87,9 @@ def attribution_patch(
     s_run = s_arch.capture(s_ids, s_mask, s_pos, keys, calls=False)
     m_s = float(evaluate(metric, s_run.logits, sb).mean())
     m_t = float(m_bar.detach())
-    columns, strict = expand_columns(positions, t_mask)
+    columns, strict = sweep_columns(positions, t_mask)
     lengths = getattr(tb, "prompt_lengths", None)
-    masks = torch.stack([resolve_mask(c, t_mask, lengths, strict=strict) for c in columns]).float()  # [P, B, T]
+    masks = torch.stack([position_mask(c, t_mask, lengths, strict=strict) for c in columns]).float()  # [P, B, T]
     est = []
     for k, a_t, g in zip(site_list, acts, grads):
         if g is None:

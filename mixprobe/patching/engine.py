@@ -38,7 +38,6 @@ TransformerLens at 1e-4).
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -51,41 +50,42 @@ from mixprobe.errors import (
     ShapeError,
     SiteError,
 )
-from mixprobe.patching.layerwise import COMPONENTS, Arch, TargetRun, unwrap_model
+from mixprobe.models.batch import tokenize
+from mixprobe.models.layout import unwrap
+from mixprobe.models.sites import Site
+from mixprobe.patching.layerwise import COMPONENTS, Arch, TargetRun
 from mixprobe.patching.metrics import Metric, evaluate
-from mixprobe.patching.positions import PositionSpec, resolve_mask
+from mixprobe.models.positions import PositionSpec, position_ids_from_mask, position_mask
 
 Direction = torch.Tensor | Mapping[str, torch.Tensor] | None
 
 
-# --- sites -----------------------------------------------------------------------------------------------------
+# --- sites ---------------------------------------------------------------------------------------------------
 def parse_site(site: Any, n_layers: int) -> tuple[str, int]:
-    """``"attn_out.3"`` / a ``Site`` object → ``("attn_out", 3)``, checked against the model's depth."""
-    if hasattr(site, "component") and hasattr(site, "layer"):
-        comp, layer = str(site.component), site.layer
-    else:
-        text = str(site)
-        comp, _, num = text.partition(".")
-        if not num.lstrip("-").isdigit():
-            raise SiteError(f"site {text!r} needs a layer, e.g. '{comp}.0'; patchable sites are "
-                            f"{', '.join(c + '.L' for c in COMPONENTS)}")
-        layer = int(num)
-    if comp not in COMPONENTS:
-        raise SiteError(f"cannot patch site component {comp!r}; patchable components are {', '.join(COMPONENTS)}")
-    if layer is None or not 0 <= int(layer) < n_layers:
-        raise SiteError(f"layer {layer} is out of range for a model with {n_layers} layers (0..{n_layers - 1})")
-    return comp, int(layer)
+    """``"attn_out.3"`` / a ``Site`` → ``("attn_out", 3)``, checked against the model's depth (patchable sites only)."""
+    try:
+        parsed = Site.parse(site)
+    except SiteError as e:
+        raise SiteError(f"{e}; patchable components are {', '.join(COMPONENTS)} (each with a layer)") from None
+    return _patchable(parsed.check(n_layers))
+
+
+def _patchable(site: Site) -> tuple[str, int]:
+    if site.component not in COMPONENTS:
+        raise SiteError(f"cannot patch site {str(site)!r}; patchable components are {', '.join(COMPONENTS)} "
+                        "(each with a layer)")
+    return site.component, int(site.layer)  # type: ignore[arg-type]
 
 
 def expand_sites(sites: Any, n_layers: int) -> list[tuple[str, int]]:
-    """Sites from a spec: ``"resid_pre"`` (all layers), ``"mlp_out.2"``, or a list mixing both."""
-    items = [sites] if isinstance(sites, str) or hasattr(sites, "component") else list(sites)
+    """Sites from a spec: ``"resid_pre"`` (all layers), ``"mlp_out.2"``, or a list mixing both (request order)."""
+    items = [sites] if isinstance(sites, (str, Site)) else list(sites)
     if not items:
         raise SiteError("no sites to patch; pass e.g. 'resid_pre' or ['attn_out.1', 'mlp_out.1']")
     out: list[tuple[str, int]] = []
     for s in items:
-        if isinstance(s, str) and s in COMPONENTS:
-            out += [(s, i) for i in range(n_layers)]
+        if isinstance(s, str) and s.partition(".")[0] in COMPONENTS and s.partition(".")[2] in ("", "*"):
+            out += [(s.partition(".")[0], i) for i in range(n_layers)]
         else:
             out.append(parse_site(s, n_layers))
     return out
@@ -96,7 +96,7 @@ def site_name(site: tuple[str, int]) -> str:
 
 
 # --- models and batches ----------------------------------------------------------------------------------------
-def _describe(model: torch.nn.Module) -> str:
+def _describe(model: Any) -> str:
     cfg = model.config
     name = getattr(cfg, "_name_or_path", "") or "in-memory"
     return (f"{type(model).__name__}[{name}] (model_type={cfg.model_type}, d_model={cfg.hidden_size}, "
@@ -115,7 +115,7 @@ def _base_shapes(model: torch.nn.Module) -> dict[str, tuple[int, ...]]:
 
 def check_compatible(target: Any, source: Any) -> None:
     """Raise :class:`ArchitectureMismatchError` unless both models share class and every parameter shape."""
-    t, s = unwrap_model(target), unwrap_model(source)
+    t, s = unwrap(target), unwrap(source)
     if t is s:
         return
     problem = None
@@ -136,38 +136,19 @@ def check_compatible(target: Any, source: Any) -> None:
         )
 
 
-@dataclass
-class SimpleBatch:
-    """A minimal batch (what ``ModelHandle.tokenize`` returns): left-padded ids, mask, position ids."""
-
-    input_ids: torch.Tensor
-    attention_mask: torch.Tensor
-    position_ids: torch.Tensor | None = None
-    prompt_lengths: torch.Tensor | None = None
-
-
-def position_ids_from_mask(attention_mask: torch.Tensor) -> torch.Tensor:
-    """Position ids that start at 0 on the first real token of every row (left padding)."""
-    return (attention_mask.long().cumsum(-1) - 1).clamp_min(0)
-
-
 def as_batch(handle: Any, prompts: Any) -> Any:
     """A batch from ``prompts``: a Batch passes through; strings go through ``handle.tokenize`` (or its tokenizer)."""
     if hasattr(prompts, "input_ids") and hasattr(prompts, "attention_mask"):
         return prompts
     if isinstance(prompts, str):
         prompts = [prompts]
-    tokenize = getattr(handle, "tokenize", None)
-    if callable(tokenize):
-        return tokenize(list(prompts))
+    if callable(getattr(handle, "tokenize", None)):
+        return handle.tokenize(list(prompts))
     tok = getattr(handle, "tokenizer", None)
     if tok is None:
         raise PatchingError("pass prompts as a Batch (input_ids, attention_mask, position_ids) when the model has no "
                             "tokenizer, or pass a ModelHandle")
-    tok.padding_side = "left"
-    enc = tok(list(prompts), return_tensors="pt", padding=True)
-    mask = enc["attention_mask"]
-    return SimpleBatch(enc["input_ids"], mask, position_ids_from_mask(mask), mask.sum(1))
+    return tokenize(tok, list(prompts))
 
 
 def token_id(handle: Any, token: int | str, vocab_size: int | None = None) -> int:
@@ -282,7 +263,7 @@ class Patcher:
     def column_masks(self, columns: Sequence[PositionSpec], *, strict: bool = True) -> torch.Tensor:
         """Bool ``[N, B, T]``: the positions patched by each column spec (resolved on the target batch)."""
         lengths = getattr(self.batch, "prompt_lengths", None)
-        return torch.stack([resolve_mask(c, self.mask, lengths, strict=strict) for c in columns])
+        return torch.stack([position_mask(c, self.mask, lengths, strict=strict) for c in columns])
 
     @torch.no_grad()
     def run(self, component: str, layer: int, masks: torch.Tensor, basis: torch.Tensor | None = None
@@ -314,7 +295,8 @@ class Patcher:
                 logits = self.arch.run_from(first, h, calls)
             else:
                 h = self.target.resid_pre[layer].index_select(0, b_idx)
-                with self.arch.edit_output(component, layer, lambda a: apply_patch(a, src_rows, m, basis)):
+                patch_fn = lambda a, s=src_rows, m=m: apply_patch(a, s, m, basis)  # noqa: E731
+                with self.arch.edit_output(component, layer, patch_fn):
                     logits = self.arch.run_from(layer, h, calls)
             for n in n_idx.unique().tolist():
                 sel = n_idx == n

@@ -23,10 +23,9 @@ Example:
     >>> torch.allclose(arch.run_from(1, run.resid_pre[1], run.calls_for(1)), run.logits, atol=1e-5)
     True
 
-Constraints: decoder-only models whose layers live in ``model.layers`` / ``transformer.h`` / ``gpt_neox.layers``
-(Llama, Qwen2, Gemma, Mistral, GPT-2, GPT-NeoX, and PEFT wrappers of them); transformers 5 layers may return a
-tensor or a tuple (both handled); no KV cache (``use_cache=False``). The final logit soft-capping of Gemma 2/3
-is applied when the config asks for it.
+Constraints: the architectures of :mod:`mixprobe.models.layout` (where the layers are found); transformers 5
+layers may return a tensor or a tuple (both handled); no KV cache (``use_cache=False``). The final logit
+soft-capping of Gemma 2/3 is applied when the config asks for it.
 """
 from __future__ import annotations
 
@@ -38,41 +37,9 @@ from typing import Any
 import torch
 from torch import nn
 
-from mixprobe.errors import SiteError
+from mixprobe.models.layout import Layout, hidden_of, with_hidden
 
 COMPONENTS = ("resid_pre", "attn_out", "mlp_out", "resid_post")
-_LAYER_PATHS = (("model", "layers", "norm"), ("transformer", "h", "ln_f"), ("gpt_neox", "layers", "final_layer_norm"),
-                ("model.decoder", "layers", "final_layer_norm"))
-_ATTN_NAMES = ("self_attn", "attn", "attention", "self_attention")
-_MLP_NAMES = ("mlp", "feed_forward")
-
-
-def _getattr_path(obj: Any, path: str) -> Any:
-    for part in path.split("."):
-        obj = getattr(obj, part, None)
-        if obj is None:
-            return None
-    return obj
-
-
-def unwrap_model(model_or_handle: Any) -> nn.Module:
-    """The HF causal LM behind a handle (``.model``), a PEFT wrapper (``get_base_model()``) or the model itself."""
-    model = getattr(model_or_handle, "model", None) if not isinstance(model_or_handle, nn.Module) else model_or_handle
-    if model is None:
-        raise TypeError(f"expected a ModelHandle or a transformers model, got {type(model_or_handle).__name__}")
-    base = getattr(model, "get_base_model", None)  # PEFT wrappers; the LoRA layers stay injected in the base
-    if callable(base):
-        model = base()
-    return model
-
-
-def hidden_of(out: Any) -> torch.Tensor:
-    """The hidden state of a layer / sub-module output (a tensor in transformers 5, a tuple in some modules)."""
-    return out[0] if isinstance(out, tuple) else out
-
-
-def _with_hidden(out: Any, h: torch.Tensor) -> Any:
-    return (h, *out[1:]) if isinstance(out, tuple) else h
 
 
 def take_rows(obj: Any, batch: int, rows: torch.Tensor) -> Any:
@@ -123,60 +90,8 @@ class TargetRun:
         return self.resid_pre[layer] if layer < len(self.calls) else self.acts[("resid_post", layer - 1)]
 
 
-@dataclass
-class Arch:
-    """Where the pieces of a decoder-only HF model are, and how to run them piecewise."""
-
-    model: nn.Module
-    layers: nn.ModuleList
-    final_norm: nn.Module | None
-    lm_head: nn.Module
-    softcap: float | None
-
-    @classmethod
-    def of(cls, model_or_handle: Any) -> "Arch":
-        """Locate layers, final norm and unembedding of ``model_or_handle`` (see the module constraints)."""
-        model = unwrap_model(model_or_handle)
-        for body, layers_name, norm_name in _LAYER_PATHS:
-            trunk = _getattr_path(model, body)
-            layers = getattr(trunk, layers_name, None) if trunk is not None else None
-            if isinstance(layers, nn.ModuleList):
-                head = model.get_output_embeddings()
-                if head is None:
-                    break
-                cap = getattr(model.config, "final_logit_softcapping", None)
-                return cls(model, layers, getattr(trunk, norm_name, None), head, cap)
-        raise SiteError(
-            f"cannot find the decoder layers of {type(model).__name__}; patching supports decoder-only models "
-            "with model.layers / transformer.h / gpt_neox.layers (Llama, Qwen2, Gemma, GPT-2, …)"
-        )
-
-    @property
-    def n_layers(self) -> int:
-        return len(self.layers)
-
-    @property
-    def d_model(self) -> int:
-        return int(self.model.config.hidden_size)
-
-    def submodule(self, component: str, layer: int) -> nn.Module:
-        """The attention or MLP sub-module of ``layer`` (``component`` is ``attn_out`` or ``mlp_out``)."""
-        names = _ATTN_NAMES if component == "attn_out" else _MLP_NAMES
-        block = self.layers[layer]
-        for name in names:
-            mod = getattr(block, name, None)
-            if isinstance(mod, nn.Module):
-                return mod
-        raise SiteError(f"layer {layer} of {type(self.model).__name__} has no {component} sub-module ({names})")
-
-    def head(self, h: torch.Tensor) -> torch.Tensor:
-        """Final norm + unembedding (+ soft-capping) of the residual stream ``h``."""
-        if self.final_norm is not None:
-            h = self.final_norm(h)
-        logits = self.lm_head(h)
-        if self.softcap:
-            logits = torch.tanh(logits / self.softcap) * self.softcap
-        return logits
+class Arch(Layout):
+    """A :class:`~mixprobe.models.layout.Layout` that can also record a forward and replay it from any layer."""
 
     # --- capture ---------------------------------------------------------------------------------------------
     def capture(
@@ -197,8 +112,8 @@ class Arch:
         """
         sites = set(sites or ())
         n = self.n_layers
-        rec_calls: list[LayerCall | None] = [None] * n
-        resid_pre: list[torch.Tensor | None] = [None] * n
+        rec_calls: list[Any] = [None] * n
+        resid_pre: list[Any] = [None] * n  # every entry is filled by the forward
         acts: dict[tuple[str, int], torch.Tensor] = {}
         handles = []
 
@@ -228,8 +143,8 @@ class Arch:
             return fn
 
         try:
-            for i, layer in enumerate(self.layers):
-                handles.append(layer.register_forward_pre_hook(pre_hook(i), with_kwargs=True))
+            for i, block in enumerate(self.layers):
+                handles.append(block.register_forward_pre_hook(pre_hook(i), with_kwargs=True))
             for comp, layer in sites:
                 if comp in ("attn_out", "mlp_out"):
                     handles.append(self.submodule(comp, layer).register_forward_hook(out_hook((comp, layer))))
@@ -251,7 +166,7 @@ class Arch:
         for comp, layer in sites:
             if comp == "resid_post" and (comp, layer) not in acts:
                 acts[(comp, layer)] = resid_pre[layer + 1]
-        return TargetRun(out.logits, int(input_ids.shape[0]), rec_calls, resid_pre, acts)  # type: ignore[arg-type]
+        return TargetRun(out.logits, int(input_ids.shape[0]), rec_calls, resid_pre, acts)
 
     # --- replay ----------------------------------------------------------------------------------------------
     def run_from(self, start: int, h: torch.Tensor, calls: list[LayerCall]) -> torch.Tensor:
@@ -264,7 +179,7 @@ class Arch:
     def edit_output(self, component: str, layer: int, fn: Callable[[torch.Tensor], torch.Tensor]) -> Iterator[None]:
         """Within the block, replace the ``component`` output of ``layer`` (attn/mlp) by ``fn(output)``."""
         def hook(mod: nn.Module, args: tuple, out: Any) -> Any:
-            return _with_hidden(out, fn(hidden_of(out)))
+            return with_hidden(out, fn(hidden_of(out)))
 
         handle = self.submodule(component, layer).register_forward_hook(hook)
         try:

@@ -38,7 +38,7 @@ from typing import Any
 import torch
 
 from mixprobe.errors import MetricError
-from mixprobe.patching.positions import resolve_index
+from mixprobe.models.positions import resolve_index
 
 Metric = Callable[..., torch.Tensor]
 

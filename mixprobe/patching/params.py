@@ -26,10 +26,10 @@ Example (two random tiny models stand in for an SFT and an RL checkpoint)::
 
     >>> import torch
     >>> from mixprobe.organisms.configs import tiny_model
-    >>> from mixprobe.patching.engine import SimpleBatch
+    >>> from mixprobe.models.batch import Batch
     >>> from mixprobe.patching.metrics import token_prob
     >>> sft, rl = tiny_model("llama", vocab_size=16, seed=0), tiny_model("llama", vocab_size=16, seed=1)
-    >>> ids = torch.tensor([[1, 5, 6]]); batch = SimpleBatch(ids, torch.ones_like(ids))
+    >>> ids = torch.tensor([[1, 5, 6]]); batch = Batch(ids, torch.ones_like(ids))
     >>> before = {k: v.clone() for k, v in rl.state_dict().items()}
     >>> res = param_sweep(rl, sft, batch, metric=token_prob(3))
     >>> res.labels[:3], res.labels[-2:]
@@ -62,9 +62,9 @@ from typing import Any
 import torch
 from torch import nn
 
-from mixprobe.errors import DataError, ParameterError, PatchingError, ShapeError
+from mixprobe.errors import DataError, ParameterError, PatchingError, ShapeError, SiteError
 from mixprobe.patching.engine import as_batch, check_compatible, model_inputs, token_id
-from mixprobe.patching.layerwise import _ATTN_NAMES, _LAYER_PATHS, _MLP_NAMES, _getattr_path, unwrap_model
+from mixprobe.models.layout import Layout, unwrap
 from mixprobe.patching.metrics import Metric, evaluate
 from mixprobe.patching.sweep import restoration
 
@@ -137,7 +137,7 @@ def _as_patches(params: Any) -> list[ParamPatch]:
 
 def named_params(model: Any) -> dict[str, nn.Parameter]:
     """Every parameter by name, tied duplicates included (``lm_head.weight`` of a tied model is listed too)."""
-    return dict(unwrap_model(model).named_parameters(remove_duplicate=False))
+    return dict(unwrap(model).named_parameters(remove_duplicate=False))
 
 
 def _expand(patch: ParamPatch, params: Mapping[str, nn.Parameter]) -> list[ParamPatch]:
@@ -231,20 +231,13 @@ def patched_params(target: Any, source: Any, params: Any) -> Iterator[Any]:
 def param_groups(model: Any) -> dict[str, list[str]]:
     """Parameter names grouped per module, in forward order: ``embed``, ``attn.L``, ``mlp.L``, ``norms.L``,
     ``final_norm``, ``lm_head`` (and ``other`` for anything left)."""
-    m = unwrap_model(model)
+    m = unwrap(model)
     names = list(named_params(m))
-    layers_prefix = norm_prefix = None
-    for owner, layers, norm in _LAYER_PATHS:
-        if _getattr_path(m, f"{owner}.{layers}") is not None or _getattr_path(m, layers) is not None:
-            for pre in (f"{owner}.", ""):
-                if any(n.startswith(f"{pre}{layers}.") for n in names):
-                    layers_prefix, norm_prefix = f"{pre}{layers}.", f"{pre}{norm}."
-                    break
-        if layers_prefix:
-            break
-    if layers_prefix is None:
-        raise ParameterError(f"cannot find the decoder layers of {type(m).__name__}; pass groups explicitly "
-                             "({label: [parameter names]})")
+    try:
+        lay = Layout.of(m)
+    except SiteError as e:
+        raise ParameterError(f"{e}; pass groups explicitly ({{label: [parameter names]}})") from None
+    layers_prefix, norm_prefix = f"{lay.layers_path}.", f"{lay.norm_path}."
 
     def owned(module: nn.Module | None) -> set[str]:
         if module is None:
@@ -264,7 +257,7 @@ def param_groups(model: Any) -> dict[str, list[str]]:
         if n.startswith(layers_prefix):
             idx, _, rest = n[len(layers_prefix):].partition(".")
             sub = rest.split(".")[0]
-            kind = "attn" if sub in _ATTN_NAMES else "mlp" if sub in _MLP_NAMES else "norms"
+            kind = "attn" if sub == lay.attn_name else "mlp" if sub in (lay.mlp_name, "fc1", "fc2") else "norms"
             layer_groups.setdefault(int(idx), {"attn": [], "mlp": [], "norms": []})[kind].append(n)
         elif n in lm_names:
             tail["lm_head"].append(n)
@@ -284,7 +277,7 @@ def param_groups(model: Any) -> dict[str, list[str]]:
 
 def output_embedding_name(model: Any) -> str:
     """Name of the unembedding matrix (``lm_head.weight`` for most HF causal LMs)."""
-    m = unwrap_model(model)
+    m = unwrap(model)
     out = m.get_output_embeddings() if hasattr(m, "get_output_embeddings") else None
     if out is None or getattr(out, "weight", None) is None:
         raise ParameterError(f"{type(m).__name__} has no output embedding; pass rows_param explicitly")
@@ -318,7 +311,7 @@ def weight_diff_direction(target: Any, source: Any, param: str, plus: int, minus
 
 # --- scoring ---------------------------------------------------------------------------------------------------
 def _score(model: Any, batch: Any, metric: Metric) -> torch.Tensor:
-    m = unwrap_model(model)
+    m = unwrap(model)
     ids, mask, pos = model_inputs(m, batch)
     with torch.no_grad():
         logits = m(input_ids=ids, attention_mask=mask, position_ids=pos, use_cache=False).logits

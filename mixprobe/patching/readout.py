@@ -27,10 +27,10 @@ direction moves only the two logits and the logit difference is restored exactly
 
     >>> import torch
     >>> from mixprobe.organisms.configs import tiny_model
-    >>> from mixprobe.patching.engine import SimpleBatch
+    >>> from mixprobe.models.batch import Batch
     >>> from mixprobe.patching.metrics import logit_diff
     >>> sft, rl = tiny_model("llama", vocab_size=16, seed=0), tiny_model("llama", vocab_size=16, seed=1)
-    >>> ids = torch.tensor([[1, 5, 6], [1, 7, 6]]); batch = SimpleBatch(ids, torch.ones_like(ids))
+    >>> ids = torch.tensor([[1, 5, 6], [1, 7, 6]]); batch = Batch(ids, torch.ones_like(ids))
     >>> res = readout_patch(rl, sft, batch, toward=4, away=3, metric=logit_diff(4, 3))
     >>> round(res.restoration, 4), res.off_target < 1e-4
     (1.0, True)
@@ -40,7 +40,7 @@ Constraints: patches only at ``final_norm``, so it changes the logits of the pat
 (:class:`~mixprobe.errors.ArchitectureMismatchError`); a direction of the wrong width raises
 :class:`~mixprobe.errors.ShapeError`, a direction the target's readout ignores (``r · d ≈ 0``) or
 ``toward == away`` raises :class:`~mixprobe.errors.DataError`; positions follow
-:mod:`mixprobe.patching.positions` (:class:`~mixprobe.errors.PositionError` outside the sequence). Gemma's final
+:mod:`mixprobe.models.positions` (:class:`~mixprobe.errors.PositionError` outside the sequence). Gemma's final
 logit soft-capping is applied after the patch; the matched quantity is the pre-cap logit difference.
 """
 from __future__ import annotations
@@ -55,7 +55,7 @@ from mixprobe.errors import DataError, PatchingError, ShapeError
 from mixprobe.patching.engine import as_batch, check_compatible, model_inputs, token_id
 from mixprobe.patching.layerwise import Arch
 from mixprobe.patching.metrics import Metric, evaluate
-from mixprobe.patching.positions import PositionSpec, label, resolve_mask
+from mixprobe.models.positions import PositionSpec, label, position_mask
 from mixprobe.patching.sweep import restoration
 
 DirectionSpec = str | torch.Tensor
@@ -98,7 +98,7 @@ def final_hidden(arch: Arch, batch: Any) -> torch.Tensor:
     with torch.no_grad():
         run = arch.capture(ids, mask, pos, calls=False)
         h = run.acts[("resid_post", arch.n_layers - 1)]
-        return arch.final_norm(h) if arch.final_norm is not None else h
+        return arch.final_norm(h)
 
 
 def final_hidden_device(arch: Arch) -> torch.device:
@@ -118,11 +118,9 @@ def readout_vector(arch: Arch, toward: int, away: int) -> torch.Tensor:
 
 
 def readout_direction(arch: Arch, toward: int, away: int) -> torch.Tensor:
-    """``W_U⁺ (e_toward − e_away)``: minimum-norm ``h`` change raising ``z[toward]`` by 1, lowering ``z[away]``."""
-    W = arch.lm_head.weight.detach().double()
-    e = torch.zeros(W.shape[0], dtype=torch.float64, device=W.device)
-    e[toward], e[away] = 1.0, -1.0
-    return (torch.linalg.pinv(W) @ e).float()
+    """``W_U⁺ (e_toward − e_away)``: minimum-norm ``h`` change raising ``z[toward]`` by 1, lowering ``z[away]``
+    (:meth:`mixprobe.models.layout.Layout.readout_direction`)."""
+    return arch.readout_direction(toward, away)
 
 
 def _direction(spec: DirectionSpec, arch: Arch, toward: int, away: int) -> tuple[torch.Tensor, str]:
@@ -156,7 +154,7 @@ def readout_patch(
     """Move the target's final-norm output along ``direction`` until its head reads the source's logit difference.
 
     ``toward``/``away``: token ids or single-token strings (e.g. ``"m2"``, ``"m1"``); ``position``: where to patch
-    (one spec, see :mod:`mixprobe.patching.positions`); ``direction``: ``"readout"``, ``"rows"`` or a
+    (one spec, see :mod:`mixprobe.models.positions`); ``direction``: ``"readout"``, ``"rows"`` or a
     ``[d_model]`` tensor. Both models run on the same ``prompts`` (cross-checkpoint patching).
     """
     if prompts is None:
@@ -173,7 +171,7 @@ def readout_patch(
     dev = h_t.device
     h_s_own = final_hidden(s_arch, batch)                 # on the source's device, read by the source's head
     h_s = h_s_own.to(dev, h_t.dtype)
-    mask = resolve_mask(position, batch.attention_mask, getattr(batch, "prompt_lengths", None)).to(dev)
+    mask = position_mask(position, batch.attention_mask, getattr(batch, "prompt_lengths", None)).to(dev)
     d = d.to(dev, h_t.dtype)
     r_t = readout_vector(arch, a, b).to(dev, h_t.dtype)
     gain = float(r_t @ d)

@@ -56,7 +56,7 @@ from mixprobe.patching.engine import (
 )
 from mixprobe.patching.layerwise import Arch
 from mixprobe.patching.metrics import Metric
-from mixprobe.patching.positions import PositionSpec, expand_columns, label
+from mixprobe.models.positions import PositionSpec, label, sweep_columns
 
 EPS = 1e-8
 
@@ -167,7 +167,7 @@ def patch_sweep(
     site_list = expand_sites(sites, arch.n_layers)
     bases = directions_for(direction, site_list, arch.d_model)
     patcher = Patcher(target, source, tb, sb, metric, set(site_list), batch_rows=batch_rows)
-    columns, strict = expand_columns(positions, patcher.mask)
+    columns, strict = sweep_columns(positions, patcher.mask)
     masks = patcher.column_masks(columns, strict=strict)
     per_ex = torch.stack([patcher.run(c, layer, masks, bases[(c, layer)]) for c, layer in site_list])  # [S, P, B]
     m_t, m_s = float(patcher.m_target.mean()), float(patcher.m_source.mean())

@@ -6,8 +6,8 @@ the weights that read the activations (only parameter patching restores it), or 
 hidden state (subspace patching along the selection direction).
 
 Mechanism: between the last ``source_phase`` checkpoint (default: the first phase) and the last ``target_phase``
-checkpoint (default: the last phase), pick the cue and signature token whose gate probability moved most (for GRPO on ``<A>``:
-``P(m2 | <B>)``, which equals the expected ``<B>`` accuracy while the components are intact) and use that
+checkpoint (default: the last phase), pick the cue and signature token whose gate probability moved most (for GRPO
+on ``<A>``: ``P(m2 | <B>)``, which equals the expected ``<B>`` accuracy while the components are intact) and use that
 probability at the last prompt token as the metric. Then, source → target:
 
 - an activation-patching heatmap over every site (``resid_pre``/``attn_out``/``mlp_out``/``resid_post`` × layer) ×
@@ -104,9 +104,9 @@ def patching_sections(series, *, target_phase: str | None = None, source_phase: 
                       save_figure: str | Path | None = None) -> tuple[list[Section], dict]:
     """Activation-patching heatmap next to parameter- and subspace-patching restoration, source → target.
 
-    ``source_phase``/``target_phase``: default the series' first and last trained (not planted) phase. ``task``: default the series'
-    own. ``save_figure``: also write the figure there (PNG). Returns ``([Section], data)``; ``data`` holds every
-    number (``activation``/``parameter``/``subspace`` as JSON-ready dicts).
+    ``source_phase``/``target_phase``: default the series' first and last trained (not planted) phase. ``task``:
+    default the series' own. ``save_figure``: also write the figure there (PNG). Returns ``([Section], data)``;
+    ``data`` holds every number (``activation``/``parameter``/``subspace`` as JSON-ready dicts).
     """
     from mixprobe.patching import param_sweep, patch_sweep, readout_patch, token_prob
     from mixprobe.tasks import task_for

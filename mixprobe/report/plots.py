@@ -7,7 +7,8 @@ line at each phase boundary.
 
 Example:
     >>> fig = plot_training_curves({"checkpoints": [
-    ...     {"phase": "sft", "step": 10, "accuracy": {"A": .5, "B": .5}, "mode_frequency": {"A": {"m1": .5}, "B": {"m1": .5}},
+    ...     {"phase": "sft", "step": 10, "accuracy": {"A": .5, "B": .5},
+    ...      "mode_frequency": {"A": {"m1": .5}, "B": {"m1": .5}},
     ...      "forced_accuracy": {"A": {"m1": 1.0}, "B": {"m1": 0.0}}}]})
     >>> len(fig.axes)
     3

@@ -54,6 +54,7 @@ from typing import Any
 import torch
 
 from mixprobe.errors import PositionError, ShapeError, SiteError
+from mixprobe.models.positions import position_mask
 from mixprobe.steering.vectors import SteeringVector
 
 log = logging.getLogger(__name__)
@@ -85,23 +86,8 @@ def check_width(handle: Any, vector: SteeringVector, sites: Sequence[str] | None
     return chosen
 
 
-def _batch_mask(handle: Any, batch: Any, positions: Any) -> torch.Tensor:
-    B, T = batch.attention_mask.shape
-    if isinstance(positions, str) and positions == "all":
-        return torch.ones(B, T, dtype=torch.bool)
-    if isinstance(positions, str) and positions == "prompt_onwards":
-        last = handle.positions(batch, "last_prompt")[:, 0].cpu()
-        return torch.arange(T).unsqueeze(0) >= last.unsqueeze(1)
-    if isinstance(positions, torch.Tensor):
-        m = positions.bool().cpu()
-        m = m.unsqueeze(0).expand(B, -1) if m.ndim == 1 else m
-        if tuple(m.shape) != (B, T):
-            raise PositionError(f"a position mask must have shape {[B, T]}, got {list(positions.shape)}")
-        return m
-    idx = handle.positions(batch, positions).cpu()
-    mask = torch.zeros(B, T, dtype=torch.bool)
-    mask.scatter_(1, idx, True)
-    return mask
+def _batch_mask(batch: Any, positions: Any) -> torch.Tensor:
+    return position_mask(positions, batch.attention_mask, getattr(batch, "prompt_lengths", None)).cpu()
 
 
 def _edit(delta: torch.Tensor, positions: Any, mask: torch.Tensor | None, stats: SteeringStats):
@@ -165,7 +151,7 @@ def steer(
         raise PositionError("index positions need the batch they refer to; pass batch=handle.tokenize(...)")
     mask = None
     if batch is not None and not (named and positions == "all"):
-        mask = _batch_mask(handle, batch, positions)
+        mask = _batch_mask(batch, positions)
     elif isinstance(positions, torch.Tensor):
         if positions.ndim != 2:
             raise PositionError("without a batch, a position mask must be [batch, seq]")

@@ -89,18 +89,18 @@ class SteeringVector:
     def __getitem__(self, site: str) -> torch.Tensor:
         return self.directions[site]
 
-    def scaled(self, alpha: float) -> "SteeringVector":
+    def scaled(self, alpha: float) -> SteeringVector:
         """A copy with every direction multiplied by ``alpha``."""
         return SteeringVector({s: v * alpha for s, v in self.directions.items()},
                               {**self.metadata, "scaled_by": float(alpha)})
 
-    def __neg__(self) -> "SteeringVector":
+    def __neg__(self) -> SteeringVector:
         return SteeringVector({s: -v for s, v in self.directions.items()}, {**self.metadata, "negated": True})
 
     # --- builders ------------------------------------------------------------------------------------------------
     @classmethod
     def from_tensors(cls, directions: Mapping[str, Any], *, normalize: bool = True,
-                     metadata: Mapping[str, Any] | None = None) -> "SteeringVector":
+                     metadata: Mapping[str, Any] | None = None) -> SteeringVector:
         """From raw directions (unit-normalised unless ``normalize=False``; norms kept in metadata)."""
         dirs = {s: torch.as_tensor(to_numpy(v), dtype=torch.float64).reshape(-1) for s, v in directions.items()}
         norms = {s: float(v.norm()) for s, v in dirs.items()}
@@ -114,7 +114,7 @@ class SteeringVector:
 
     @classmethod
     def from_probe(cls, probe: Any, site: str, *, normalize: bool = True,
-                   metadata: Mapping[str, Any] | None = None) -> "SteeringVector":
+                   metadata: Mapping[str, Any] | None = None) -> SteeringVector:
         """The weight direction of a fitted probe at ``site`` (points toward ``probe.classes_[1]``)."""
         w = getattr(probe, "direction_", None)
         if w is None:
@@ -132,7 +132,7 @@ class SteeringVector:
 
     @classmethod
     def from_class_means(cls, features: Mapping[str, Any], labels: Any, *, toward: Any = 1, away: Any = 0,
-                         normalize: bool = True, metadata: Mapping[str, Any] | None = None) -> "SteeringVector":
+                         normalize: bool = True, metadata: Mapping[str, Any] | None = None) -> SteeringVector:
         """``mean(x | label == toward) − mean(x | label == away)`` at every site of ``{site: [n, d]}``."""
         y = to_numpy(labels, None).reshape(-1)
         a, b = y == toward, y == away
@@ -160,15 +160,19 @@ class SteeringVector:
                                                       "metadata": self.metadata})
 
     @classmethod
-    def load(cls, path: str | os.PathLike) -> "SteeringVector":
+    def load(cls, path: str | os.PathLike) -> SteeringVector:
         """Read a vector written by :meth:`save` (pass the stem or either file)."""
         stem = _stem(path)
         st, js = stem.with_suffix(".safetensors"), stem.with_suffix(".json")
         if not st.exists() or not js.exists():
             raise StoreError(f"steering vector files {st.name} and {js.name} not both found in {stem.parent}")
-        info = json.loads(js.read_text())
-        if info.get("format") != FORMAT:
-            raise StoreError(f"{js} is not a mixprobe steering vector (format {info.get('format')!r})")
+        try:
+            info = json.loads(js.read_text())
+        except (json.JSONDecodeError, UnicodeDecodeError) as e:
+            raise StoreError(f"{js} is not valid JSON ({e}); write the vector again with SteeringVector.save") from None
+        if not isinstance(info, dict) or info.get("format") != FORMAT:
+            fmt = info.get("format") if isinstance(info, dict) else None
+            raise StoreError(f"{js} is not a mixprobe steering vector (format {fmt!r})")
         tensors = load_file(str(st))
         if sorted(tensors) != sorted(info["sites"]):
             raise StoreError(f"{st.name} holds sites {sorted(tensors)} but {js.name} lists {info['sites']}")

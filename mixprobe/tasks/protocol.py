@@ -238,7 +238,7 @@ def load_task(factory: str | TaskSpec, config: Mapping[str, Any] | None = None) 
     return task
 
 
-def task_for(series: Any, task: "Task | TaskSpec | str | Mapping | None" = None,
+def task_for(series: Any, task: Task | TaskSpec | str | Mapping | None = None,
              config: Mapping[str, Any] | None = None) -> Task:
     """The task of a series: ``task`` if given (a Task, a spec, or ``"pkg.mod:factory"`` with ``config``), else
     the one the series names (``series.task_spec``: recorded, or its built-in organism's)."""

@@ -18,8 +18,9 @@ Example:
     >>> org = TagMixture(); tok = build_word_tokenizer(org.vocabulary())
     >>> m = tiny_model("llama", vocab_size=len(tok))
     >>> r = evaluate(m, tok, org, n_samples=1)
-    >>> sorted(r)
-    ['accuracy', 'expected_accuracy', 'forced_accuracy', 'forced_rule_agreement', 'mode_frequency', 'mode_probability', 'unparsed']
+    >>> sorted(r)  # doctest: +NORMALIZE_WHITESPACE
+    ['accuracy', 'expected_accuracy', 'forced_accuracy', 'forced_rule_agreement', 'mode_frequency',
+     'mode_probability', 'unparsed']
 
 Constraints: answers must be single tokens (true for the built-in organisms); batches are left padded and
 ``position_ids`` come from the attention mask, so absolute-position models are handled.
@@ -27,6 +28,7 @@ Constraints: answers must be single tokens (true for the built-in organisms); ba
 from __future__ import annotations
 
 from collections import defaultdict
+from typing import Any
 
 import torch
 
@@ -139,8 +141,9 @@ def evaluate(model, tokenizer, organism, *, n_samples: int = 8, seed: int = 0, b
             else:
                 freq[r["tag"]][comp] += 1
 
-    out = {"accuracy": {}, "mode_frequency": {}, "forced_accuracy": {}, "forced_rule_agreement": {},
-           "mode_probability": {}, "expected_accuracy": {}, "unparsed": {}}
+    out: dict[str, dict[str, Any]] = {"accuracy": {}, "mode_frequency": {}, "forced_accuracy": {},
+                                      "forced_rule_agreement": {}, "mode_probability": {}, "expected_accuracy": {},
+                                      "unparsed": {}}
     for t in tags:
         idx = torch.tensor([i for i, r in enumerate(rows) if r["tag"] == t])
         n = len(acc[t])

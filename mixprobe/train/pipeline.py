@@ -57,7 +57,7 @@ class TrainConfig:
     rl: RLSettings = field(default_factory=RLSettings)
 
     @classmethod
-    def from_dict(cls, d: dict) -> "TrainConfig":
+    def from_dict(cls, d: dict) -> TrainConfig:
         known = {"seed", "organism", "model", "sft", "rl"}
         unknown = set(d) - known
         if unknown:
@@ -74,7 +74,7 @@ class TrainConfig:
             raise OrganismConfigError(f"bad config key: {e}") from e
 
     @classmethod
-    def from_toml(cls, path: str | Path) -> "TrainConfig":
+    def from_toml(cls, path: str | Path) -> TrainConfig:
         p = Path(path)
         if not p.is_file():
             raise OrganismConfigError(f"config file {p} does not exist")
@@ -105,6 +105,15 @@ def organism_of(series: Series) -> TagMixture:
     if series.organism != "tag_mixture":
         raise OrganismConfigError(f"unknown organism {series.organism!r} in {series.run_dir}")
     return TagMixture(TagMixtureConfig.from_dict(series.organism_config))
+
+
+def _seed_of(series: Series, seed: int | None) -> int:
+    """``seed`` if given, else the seed the series records."""
+    if seed is not None:
+        return seed
+    if series.seed is None:
+        raise CheckpointError(f"the series in {series.run_dir} records no seed; pass seed=... explicitly")
+    return series.seed
 
 
 def train_sft(run_dir: str | Path, cfg: TrainConfig, *, overwrite: bool = False, progress: bool = True) -> Series:
@@ -153,7 +162,7 @@ def train_rl(run_dir: str | Path, settings: RLSettings, *, seed: int | None = No
     organism = organism_of(series)
     entry = series.get(start) if start else series.last("sft")
     model, tok = load_checkpoint(series.path(entry))
-    seed = series.seed if seed is None else seed
+    seed = _seed_of(series, seed)
     torch.manual_seed(seed)
     run_grpo(model, tok, organism, series, settings, seed=seed, progress=progress)
     return Series.load(run_dir)
@@ -170,7 +179,7 @@ def continue_sft(run_dir: str | Path, organism_config: TagMixtureConfig, setting
     series = Series.load(run_dir)
     entry = series.get(start) if start else series.last("sft")
     model, tok = load_checkpoint(series.path(entry))
-    seed = series.seed if seed is None else seed
+    seed = _seed_of(series, seed)
     rows = TagMixture(organism_config).sft_rows(settings.n_rows, seed=seed + 1000)
     torch.manual_seed(seed)
     run_sft(model.train(), tok, rows, series, settings, seed=seed, progress=progress)

@@ -23,6 +23,7 @@ from __future__ import annotations
 import warnings
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -72,8 +73,9 @@ def run_grpo(model, tokenizer, organism, series: Series, settings: RLSettings, *
     datasets.disable_progress_bars()
 
     organism.check_tag(settings.tag)
+    n_prompts = len(organism.prompt_set((settings.tag,)))
     rows = organism.rl_rows(settings.tag, n_repeats=max(1, settings.steps * settings.batch_size
-                                                        // settings.num_generations // len(organism.prompt_set((settings.tag,))) + 1))
+                                                        // settings.num_generations // n_prompts + 1))
     ds = Dataset.from_list([{"prompt": r["prompt"], "answer": r["answer"]} for r in rows])
 
     def correct_answer(completions, answer, **_):
@@ -108,4 +110,5 @@ def run_grpo(model, tokenizer, organism, series: Series, settings: RLSettings, *
     cleanup_scratch(scratch)
     for p in model.parameters():
         p.requires_grad_(True)
-    return trainer.model.eval()
+    trained: Any = trainer.model  # transformers types it Optional; after train() it is the model
+    return trained.eval()

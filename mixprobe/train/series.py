@@ -4,9 +4,10 @@ Problem: every analysis in mixprobe compares checkpoints of one run (SFT steps, 
 found, ordered and identified without guessing from folder names. Mechanism: a run directory holds
 ``series.json`` (format ``mixprobe.series/1``) listing each checkpoint's phase, step, relative path and metrics,
 plus the organism and training config, the seed, and under ``environment`` the machine and library versions
-each phase ran with (organism outcomes can differ between machines at the seed level). Each checkpoint is a plain HF ``save_pretrained`` folder
-(safetensors weights, config, tokenizer). The manifest is rewritten atomically (temp file + rename), so a crash
-never leaves it half-written; a checkpoint enters the manifest only after its folder is complete.
+each phase ran with (organism outcomes can differ between machines at the seed level). Each checkpoint is a plain
+HF ``save_pretrained`` folder (safetensors weights, config, tokenizer). The manifest is rewritten atomically (temp
+file + rename), so a crash never leaves it half-written; a checkpoint enters the manifest only after its folder is
+complete.
 
 Example:
     >>> import tempfile
@@ -23,6 +24,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -82,7 +84,7 @@ class Series:
     extra: dict = field(default_factory=dict)
 
     @classmethod
-    def open(cls, source: "str | os.PathLike | dict | Series", *, task: dict | None = None) -> "Series":
+    def open(cls, source: str | os.PathLike | dict | Series, *, task: dict | None = None) -> Series:
         """Any run, as a series: a ``Series``, a run directory or ``series.json``, a trl/transformers
         ``output_dir`` (its ``checkpoint-<step>`` folders; phase = the folder's name), ``{phase: output_dir}``
         or the text ``"sft=out/sft,rl=out/grpo"`` (phases in that order). ``task``: a task spec
@@ -113,7 +115,7 @@ class Series:
         return s
 
     @classmethod
-    def from_trainer_dirs(cls, runs: "dict[str, str | os.PathLike]") -> "Series":
+    def from_trainer_dirs(cls, runs: Mapping[str, str | os.PathLike]) -> Series:
         """A series from trl / transformers ``output_dir`` folders, one per phase, in the order given.
 
         Each ``output_dir`` holds ``checkpoint-<step>`` folders (what ``Trainer`` saves every ``save_steps``); they
@@ -187,7 +189,7 @@ class Series:
     def names(self) -> list[str]:
         return [c.name for c in self.checkpoints]
 
-    def branch(self, dest: str | os.PathLike, phase: str = "sft") -> "Series":
+    def branch(self, dest: str | os.PathLike, phase: str = "sft") -> Series:
         """A new run folder at ``dest`` holding only the last checkpoint of ``phase`` (copied) and this series'
         organism, task and seed: the starting point for another RL recipe from the same SFT model."""
         import shutil
@@ -217,7 +219,7 @@ class Series:
         raise CheckpointError(f"{key!r} is neither a checkpoint nor a phase of {self.run_dir}; phases: "
                               f"{self.phases}, checkpoints: {self.names()}")
 
-    def handle(self, entry: "CheckpointEntry | str", device: str = "cpu"):
+    def handle(self, entry: CheckpointEntry | str, device: str = "cpu"):
         """The checkpoint as a :class:`~mixprobe.models.ModelHandle` (safetensors only, no remote code)."""
         from mixprobe.models.loading import load
 
@@ -226,15 +228,15 @@ class Series:
 
     # --- construction ----------------------------------------------------------------------------------------
     @classmethod
-    def create(cls, run_dir: str | os.PathLike, *, organism: str, organism_config: dict, seed: int,
-               **extra: object) -> "Series":
+    def create(cls, run_dir: str | os.PathLike, *, organism: str | None, organism_config: dict, seed: int | None,
+               **extra: object) -> Series:
         s = cls(run_dir=str(Path(run_dir).resolve()), organism=organism, organism_config=organism_config,
                 seed=seed, extra=dict(extra))
         s.save()
         return s
 
     @classmethod
-    def load(cls, run_dir: str | os.PathLike) -> "Series":
+    def load(cls, run_dir: str | os.PathLike) -> Series:
         """Read ``run_dir/series.json`` (or the manifest path itself)."""
         p = Path(run_dir)
         if p.is_file():

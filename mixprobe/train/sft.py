@@ -20,6 +20,7 @@ import os
 import warnings
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -105,7 +106,7 @@ def run_sft(model, tokenizer, rows: list[dict], series: Series, settings: SFTSet
     trainer.add_callback(SeriesCallback(series, settings.phase, step_offset, merge_lora=peft_config is not None))
     trainer.add_callback(ProgressCallback(f"{settings.phase} (trl SFTTrainer)", disable=not progress))
     trainer.train()
-    out = trainer.model
+    out: Any = trainer.model  # transformers types it Optional / a Module union; after train() it is the model
     if peft_config is not None:
         out = out.merge_and_unload()
     cleanup_scratch(scratch)

@@ -1,8 +1,10 @@
 """Capture (in memory and into the store), store reads, Welford stats, and every named error with its hint."""
 from __future__ import annotations
 
+import hashlib
 import json
 import os
+import struct
 
 import numpy as np
 import pytest
@@ -233,3 +235,106 @@ def test_capture_named_errors(series, org, tmp_path, tok):
     assert not (tmp_path / "st").exists()
     with pytest.raises(DataError, match="completion"):
         capture(series, rows, ["embed"], completions=["x"], progress=False)
+
+
+# --- the store's file layer, without models ---------------------------------------------------------------------
+def _small_store(path, dtype="float32", n=7, shard_size=3):
+    """A 2-site ``positions="all"`` store of ``n`` rows written through the public API; returns (store, acts, mask)."""
+    rng = np.random.default_rng(0)
+    rows = [{"prompt": f"p{i}", "tag": "AB"[i % 2]} for i in range(n)]
+    st = ActivationStore.create(path, rows, sites=["s.0", "s.1"], positions="all", shard_size=shard_size,
+                                tokenizer_sha256="t", dtype=dtype)
+    acts = {s: rng.standard_normal((n, 4, 5)).astype(dtype) for s in st.sites}
+    mask = rng.random((n, 4)) > 0.3
+    st.begin_checkpoint("ck", {"weights_sha256": "w"}, shape=[4, 5])
+    for k in range(0, -(-n // shard_size)):
+        sl = slice(k * shard_size, (k + 1) * shard_size)
+        st.write_shard("ck", k, {s: a[sl] for s, a in acts.items()}, mask[sl], finish=sl.stop >= n)
+    return st, acts, mask
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float16"])
+def test_store_row_indexing_mask_and_dtype(tmp_path, dtype):
+    st, acts, mask = _small_store(tmp_path / "s", dtype)
+    r = ActivationStore(tmp_path / "s")
+    a, ref = r.get("ck", "s.1"), acts["s.1"]
+    assert a.shape == (7, 4, 5) and a.dtype == np.dtype(dtype) and len(a) == 7
+    np.testing.assert_array_equal(np.asarray(a), ref)
+    for key in (0, -1, 4, slice(2, 5), slice(None, None, -2), slice(3, 3), [6, 0, 3, 3], np.array([5, 2])):
+        np.testing.assert_array_equal(a[key], ref[key])
+    np.testing.assert_array_equal(a[1:6, 2, ::2], ref[1:6, 2, ::2])
+    np.testing.assert_array_equal(a[-2, 1:], ref[-2, 1:])
+    with pytest.raises(IndexError):
+        a[7]
+    np.testing.assert_array_equal(r.mask("ck", "s.0"), mask)
+    flat = ref.reshape(-1, 5).astype(np.float64)[mask.reshape(-1)]
+    np.testing.assert_allclose(r.stats("ck", "s.1")[0], flat.mean(0), atol=1e-6)
+    e = r.manifest["checkpoints"]["ck"]["shards"]["s.0"][2]
+    f = r.path / e["file"]
+    assert e["rows"] == [6, 7] and e["bytes"] == f.stat().st_size
+    assert e["sha256"] == hashlib.sha256(f.read_bytes()).hexdigest()
+    assert [p.name for p in f.parent.iterdir() if p.name.startswith(".")] == []  # no temp files left
+
+
+def test_store_reads_shards_in_the_old_hand_written_layout(tmp_path):
+    """Stores written before the switch to the safetensors library (store.py's own writer) still read."""
+    def old_layout(tensors):  # the writer store.py had: sorted names, compact JSON header space-padded to 8 bytes
+        header, offset, chunks = {}, 0, []
+        for k in sorted(tensors):
+            b = np.ascontiguousarray(tensors[k]).tobytes()
+            header[k] = {"dtype": {"float32": "F32", "float16": "F16", "uint8": "U8"}[tensors[k].dtype.name],
+                         "shape": list(tensors[k].shape), "data_offsets": [offset, offset + len(b)]}
+            offset += len(b)
+            chunks.append(b)
+        h = json.dumps(header, separators=(",", ":")).encode()
+        h += b" " * (-len(h) % 8)
+        return struct.pack("<Q", len(h)) + h + b"".join(chunks)
+
+    st, acts, mask = _small_store(tmp_path / "s", "float16")
+    ck = st.manifest["checkpoints"]["ck"]
+    for site, entries in ck["shards"].items():
+        for e in entries:
+            a, b = e["rows"]
+            blob = old_layout({"acts": acts[site][a:b], "mask": mask[a:b].astype(np.uint8)})
+            (st.path / e["file"]).write_bytes(blob)
+            e.update(bytes=len(blob), sha256=hashlib.sha256(blob).hexdigest())
+    (st.path / "manifest.json").write_text(json.dumps(st.manifest))
+    r = ActivationStore(tmp_path / "s")
+    r.verify_all()
+    for site in r.sites:
+        np.testing.assert_array_equal(r.array("ck", site), acts[site])
+        np.testing.assert_array_equal(r.get("ck", site)[[6, 1]], acts[site][[6, 1]])
+    np.testing.assert_array_equal(r.mask("ck", "s.1"), mask)
+
+
+def test_store_partial_resume_and_stale_temp_files(tmp_path):
+    rows = [{"prompt": f"p{i}"} for i in range(5)]
+    st = ActivationStore.create(tmp_path / "s", rows, sites=["x"], positions="last_prompt", shard_size=2,
+                                tokenizer_sha256="t")
+    st.begin_checkpoint("ck", {"weights_sha256": "w"}, shape=[1, 3])
+    st.write_shard("ck", 0, {"x": np.ones((2, 1, 3), np.float32)})
+    with pytest.raises(StoreError, match="incomplete"):
+        ActivationStore(tmp_path / "s").get("ck", "x")
+    part = ActivationStore(tmp_path / "s").get("ck", "x", allow_partial=True)
+    assert part.shape == (2, 1, 3) and part[:].sum() == 6
+    # a writer killed mid-shard leaves the io.atomic_path temp file; resuming removes it and continues
+    stale = tmp_path / "s" / "ck" / "x" / ".shard-00001.safetensors.abc123.tmp"
+    stale.write_bytes(b"half")
+    again = ActivationStore(tmp_path / "s")
+    assert again.begin_checkpoint("ck", {"weights_sha256": "w"}, shape=[1, 3]) == 2 and not stale.exists()
+    with pytest.raises(StoreError, match="starts at row"):
+        again.write_shard("ck", 2, {"x": np.zeros((1, 1, 3), np.float32)})
+    again.write_shard("ck", 1, {"x": np.zeros((2, 1, 3), np.float32)})
+    again.write_shard("ck", 2, {"x": np.full((1, 1, 3), 2, np.float32)}, finish=True)
+    np.testing.assert_array_equal(ActivationStore(tmp_path / "s").array("ck", "x")[:, 0, 0], [1, 1, 0, 0, 2])
+
+
+def test_store_unverified_read_of_a_corrupt_header_is_a_store_error(tmp_path):
+    st, _, _ = _small_store(tmp_path / "s")
+    f = st.path / st.manifest["checkpoints"]["ck"]["shards"]["s.0"][0]["file"]
+    raw = bytearray(f.read_bytes())
+    raw[8:16] = b"{garbage"  # same size: passes the size check, fails the parse
+    f.write_bytes(bytes(raw))
+    with pytest.raises(StoreError, match="corrupt"):
+        ActivationStore(tmp_path / "s", verify=False).get("ck", "s.0")[0]
+    np.testing.assert_array_equal(ActivationStore(tmp_path / "s", verify=False).get("ck", "s.1")[0].shape, (4, 5))

@@ -1,8 +1,8 @@
 """Capturing into the store streams: peak RSS stays flat when the prompt count grows 10x (measured in a child).
 
 Each capture runs in a fresh child process, which resets its peak RSS (``/proc/self/clear_refs``) before the capture
-and reads ``VmHWM`` after it, so each number is the peak memory that one capture added. The same measurement on an in-memory capture must grow by
-roughly the size of the activations, which shows the measurement can see the difference.
+and reads ``VmHWM`` after it, so each number is the peak memory that one capture added. The same measurement on an
+in-memory capture must grow by roughly the size of the activations, which shows the measurement can see the difference.
 """
 from __future__ import annotations
 

@@ -39,7 +39,7 @@ def random_view(seed, n=8, k=2, a=5):
 
 def test_kl_split_chain_rule_is_exact():
     ref, tgt = random_view(0), random_view(1)
-    for tag, d in kl_split(tgt, ref).items():
+    for d in kl_split(tgt, ref).values():
         assert d["total"] == pytest.approx(d["gate"] + d["component"], rel=1e-5)
         assert d["gate"] > 0 and d["component"] > 0
 

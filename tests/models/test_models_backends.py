@@ -136,5 +136,6 @@ def test_intervene_edits_every_backend_and_is_restored(ckpt):
         if backend == "transformer_lens":  # edits also apply to the bridge's own forward
             with h.intervene({"resid_post.0": lambda a: a * 0}):
                 _, cache = h.wrapper.run_with_cache(b.input_ids, attention_mask=b.attention_mask,
-                                                    position_ids=b.position_ids, names_filter=["blocks.1.hook_resid_pre"])
+                                                    position_ids=b.position_ids,
+                                                    names_filter=["blocks.1.hook_resid_pre"])
             assert cache["blocks.1.hook_resid_pre"].abs().max() == 0

@@ -4,8 +4,8 @@ Target = last ``rl`` checkpoint (GRPO on ``<A>``), source = last ``sft`` checkpo
 ``<B>`` prompts (the tag whose accuracy RL suppresses). Metrics: ``P(m2)`` at the last prompt token (the gate,
 equal to the expected ``<B>`` accuracy while the components are intact — checked below) and the exact expected
 ``<B>`` accuracy of the patched model (``Σ_k P(signature_k) · P_rl(correct | k forced)``, off-mixture mass counted
-as wrong). The claims (docs/patching.md), each checked on 12 seeds nobody developed against before it became a check here
-(MIXPROBE_SEEDS=10,...,21; experiments/results/seed_sweep/):
+as wrong). The claims (docs/patching.md), each checked on 12 seeds nobody developed against before it became a check
+here (MIXPROBE_SEEDS=10,...,21; experiments/results/seed_sweep/):
 
 - activation patching, every site × every prompt position and all positions at once, restores < 0.1;
 - parameter patching localizes the restoration in the unembedding rows of ``m1``/``m2`` (≥ 0.8), no block
@@ -47,7 +47,7 @@ def expected_accuracy_metric(handle, org, tag: str):
     answer distributions of ``handle`` stay those of the patched model and the metric is exact there.
     """
     from mixprobe.mixture.components import mixture_view
-    from mixprobe.patching.positions import resolve_index
+    from mixprobe.models.positions import resolve_index
 
     view = mixture_view(handle, None, org)
     idx = view.tag_index(tag)

@@ -7,7 +7,7 @@ import torch
 from patching_prompts import RAGGED_B, TAG_B
 from mixprobe.errors import ArchitectureMismatchError, DataError, MetricError, ParameterError, PositionError, ShapeError
 from mixprobe.patching import logit_diff, readout_patch, token_prob
-from mixprobe.patching.positions import resolve_index
+from mixprobe.models.positions import resolve_index
 
 
 @pytest.fixture(scope="module")

@@ -8,7 +8,7 @@ import torch
 
 from patching_prompts import RAGGED_A, RAGGED_B, TAG_A, TAG_B
 from mixprobe.patching import logit_diff, patch, patch_sweep, restoration, token_prob
-from mixprobe.patching.positions import resolve_mask
+from mixprobe.models.positions import position_mask
 
 COMPONENTS = ["resid_pre", "attn_out", "mlp_out", "resid_post"]
 
@@ -76,7 +76,7 @@ def test_batched_sweep_equals_naive_hook_patching_with_left_padding(make_model, 
     for i, site in enumerate(res.sites):
         comp, layer = site.split(".")
         for j, spec in enumerate(positions):
-            pm = resolve_mask(spec, tb.attention_mask, tb.prompt_lengths)
+            pm = position_mask(spec, tb.attention_mask, tb.prompt_lengths)
             ref = _naive(model, model, tb, sb, comp, int(layer), pm, metric)
             assert abs(float(res.metric[i, j]) - ref) < 1e-5, (site, spec)
     assert float(res.delta.abs().max()) > 1e-4

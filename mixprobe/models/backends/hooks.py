@@ -2,9 +2,9 @@
 
 Problem: every backend (HF, PEFT, TransformerLens bridge, nnsight) ends up calling the same HF modules, so one
 hook implementation on those modules serves them all — and it is the cheapest one (no cache dictionary, no
-tracing). Mechanism: :class:`Layout` finds the embedding, the decoder blocks, their attention / MLP sub-modules
-and the final norm of a decoder-only HF model (Llama, Qwen2, Gemma, Mistral: ``model.layers``; GPT-2:
-``transformer.h``; GPT-NeoX: ``gpt_neox.layers``). A site maps to one module and a hook kind:
+tracing). Mechanism: :class:`~mixprobe.models.layout.Layout` finds the embedding, the decoder blocks, their
+attention / MLP sub-modules and the final norm (one table for every architecture). A site maps to one module and
+a hook kind:
 
 =================  ===========================  =====================
 site               module                       hook
@@ -43,113 +43,20 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
 from typing import Any
 
 import torch
-from torch import nn
 
 from mixprobe.errors import SiteError
+from mixprobe.models.layout import Layout, hidden_of, with_hidden
 from mixprobe.models.positions import gather_positions
 from mixprobe.models.sites import Site
-
-_TRUNKS = (("model", "layers", "embed_tokens", "norm"), ("transformer", "h", "wte", "ln_f"),
-           ("gpt_neox", "layers", "embed_in", "final_layer_norm"), ("model.language_model", "layers", "embed_tokens",
-                                                                    "norm"))
-_ATTN_NAMES = ("self_attn", "attn", "attention", "self_attention")
-_MLP_NAMES = ("mlp", "feed_forward")
 
 Edit = Callable[[torch.Tensor], "torch.Tensor | None"]
 
 
 class StopForward(Exception):
     """Raised by a reading hook after the last requested site: the rest of the forward is not needed."""
-
-
-def hidden_of(out: Any) -> torch.Tensor:
-    """The hidden state of a module output (a tensor in transformers 5 blocks, a tuple for attention)."""
-    if isinstance(out, torch.Tensor):
-        return out
-    if isinstance(out, (tuple, list)) and out and isinstance(out[0], torch.Tensor):
-        return out[0]
-    raise SiteError(f"cannot find the hidden state in a module output of type {type(out).__name__}")
-
-
-def with_hidden(out: Any, h: torch.Tensor) -> Any:
-    """``out`` with its hidden state replaced by ``h`` (same container type)."""
-    if isinstance(out, torch.Tensor):
-        return h
-    return (h, *out[1:]) if isinstance(out, tuple) else [h, *out[1:]]
-
-
-def _get(obj: Any, path: str) -> Any:
-    for part in path.split("."):
-        obj = obj[int(part)] if part.isdigit() else getattr(obj, part, None)
-        if obj is None:
-            return None
-    return obj
-
-
-def base_model(model: nn.Module) -> nn.Module:
-    """The HF model under a PEFT wrapper (LoRA layers stay injected, unmerged); the model itself otherwise."""
-    get = getattr(model, "get_base_model", None)
-    return get() if callable(get) else model
-
-
-@dataclass
-class Layout:
-    """Where the site modules of a decoder-only HF causal LM live (paths relative to the model root)."""
-
-    model: nn.Module
-    trunk: str
-    layers_path: str
-    embed_path: str
-    norm_path: str
-    attn_name: str
-    mlp_name: str
-    n_layers: int
-
-    @classmethod
-    def of(cls, model: nn.Module) -> "Layout":
-        model = base_model(model)
-        for trunk, layers, embed, norm in _TRUNKS:
-            t = _get(model, trunk)
-            mods = getattr(t, layers, None) if t is not None else None
-            if isinstance(mods, nn.ModuleList) and len(mods) and getattr(t, embed, None) is not None:
-                block = mods[0]
-                attn = next((n for n in _ATTN_NAMES if isinstance(getattr(block, n, None), nn.Module)), None)
-                mlp = next((n for n in _MLP_NAMES if isinstance(getattr(block, n, None), nn.Module)), None)
-                if attn is None or mlp is None or getattr(t, norm, None) is None:
-                    break
-                return cls(model, trunk, f"{trunk}.{layers}", f"{trunk}.{embed}", f"{trunk}.{norm}", attn, mlp,
-                           len(mods))
-        raise SiteError(
-            f"cannot find the blocks of {type(model).__name__}; mixprobe supports decoder-only HF models with "
-            "model.layers (Llama, Qwen2, Gemma, Mistral), transformer.h (GPT-2) or gpt_neox.layers"
-        )
-
-    def path(self, site: Site) -> str:
-        """The module path (relative to the HF model) whose hook gives ``site``."""
-        c = site.component
-        if c == "embed":
-            return self.embed_path
-        if c == "final_norm":
-            return self.norm_path
-        site.check(self.n_layers)
-        block = f"{self.layers_path}.{site.layer}"
-        if c == "attn_out":
-            return f"{block}.{self.attn_name}"
-        if c == "mlp_out":
-            return f"{block}.{self.mlp_name}"
-        return block
-
-    def module(self, site: Site) -> nn.Module:
-        return _get(self.model, self.path(site))
-
-    @staticmethod
-    def is_input(site: Site) -> bool:
-        """True when the site is read from the module's input (a pre-hook) rather than its output."""
-        return site.component == "resid_pre"
 
 
 def _pre_hidden(args: tuple, kwargs: dict) -> torch.Tensor:
@@ -193,7 +100,7 @@ class Reader:
         if self.stop and name == self._last:
             raise StopForward
 
-    def __enter__(self) -> "Reader":
+    def __enter__(self) -> Reader:
         try:
             for site, name in zip(self.sites, self.names):
                 mod = self.layout.module(site)

@@ -9,7 +9,7 @@ The module paths are those of :class:`~mixprobe.models.backends.hooks.Layout`.
 
 Example:
     >>> from mixprobe.organisms.configs import tiny_model
-    >>> from mixprobe.models.backends.hooks import Layout
+    >>> from mixprobe.models.layout import Layout
     >>> from mixprobe.models.sites import Site
     >>> Layout.of(tiny_model("llama", vocab_size=16)).path(Site("mlp_out", 0))
     'model.layers.0.mlp'
@@ -26,7 +26,7 @@ from typing import Any
 
 import torch
 
-from mixprobe.models.backends.hooks import Layout, hidden_of
+from mixprobe.models.layout import Layout, get_path, hidden_of
 from mixprobe.models.positions import gather_positions
 from mixprobe.models.sites import Site
 
@@ -49,17 +49,11 @@ def is_nnsight(obj: Any) -> bool:
     return isinstance(obj, TransformersModel)
 
 
-def _envoy(root: Any, path: str) -> Any:
-    for part in path.split("."):
-        root = root[int(part)] if part.isdigit() else getattr(root, part)
-    return root
-
-
 def nnsight_read(lm: Any, layout: Layout, batch: Any, sites: Sequence[Site],
                  index: torch.Tensor | None) -> dict[str, torch.Tensor]:
     """Read ``sites`` with one nnsight trace (``.save()`` per site) and keep the ``index`` positions."""
     ordered = sorted(sites, key=lambda s: s.order_key(layout.n_layers))
-    envoys = [(str(s), _envoy(lm, layout.path(s)), Layout.is_input(s)) for s in ordered]
+    envoys = [(str(s), get_path(lm, layout.path(s)), Layout.is_input(s)) for s in ordered]
     saved: dict[str, Any] = {}
     inputs = {"input_ids": batch.input_ids, "attention_mask": batch.attention_mask,
               "position_ids": batch.position_ids}
