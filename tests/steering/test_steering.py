@@ -27,15 +27,16 @@ def handle():
 
 @pytest.fixture(scope="module")
 def batch(handle):
-    # row 0: 5 prompt tokens + 1 completion, row 1: 3 prompt tokens + 1 completion (left-padded by 2)
+    # with the BOS token: row 0 = 6 prompt tokens + 1 completion (columns 0-6), row 1 = 2 pads + 4 prompt tokens +
+    # 1 completion (prompt in columns 2-5)
     return handle.tokenize(["<A> 1 + 2 =", "<B> 3 ="], ["m1", "m2"])
 
 
-def _steered_delta(handle, batch, v, alpha, **kw):
+def _steered_delta(handle, b, v, alpha, **kw):
     """Change of resid_post.0 (the steered site, read after the edit) between a plain and a steered forward."""
-    before = handle.read(batch, "resid_post.0", "all")["resid_post.0"]
+    before = handle.read(b, "resid_post.0", "all")["resid_post.0"]
     with steer(handle, v, alpha, **kw) as stats:
-        after = handle.read(batch, "resid_post.0", "all")["resid_post.0"]
+        after = handle.read(b, "resid_post.0", "all")["resid_post.0"]
     return (after - before), stats
 
 
@@ -49,10 +50,10 @@ def _expected(batch, v, alpha, cols):
 
 
 @pytest.mark.parametrize("spec,cols", [
-    ("last_prompt", [[4], [4]]),           # row 0 has no padding, prompt ends at 4; row 1 padded by 2, ends at 4
+    ("last_prompt", [[5], [5]]),           # both prompts end in column 5
     (0, [[0], [2]]),                        # first real token
-    ([0, -1], [[0, 4], [2, 4]]),            # union: first real token and last prompt token
-    ("prompt_onwards", [[4, 5], [4, 5]]),  # last prompt token and the completion
+    ([0, -1], [[0, 5], [2, 5]]),            # union: first real token and last prompt token
+    ("prompt_onwards", [[5, 6], [5, 6]]),  # last prompt token and the completion
 ])
 def test_vector_is_added_at_exactly_the_named_positions(handle, batch, spec, cols):
     torch.manual_seed(1)
@@ -125,9 +126,10 @@ def test_vector_files_round_trip_and_refuse_tampering(tmp_path):
         SteeringVector.from_tensors({"resid_post.0": torch.zeros(4)})
 
 
-def test_dose_sweep_and_recovery_ratio(handle, batch):
+def test_dose_sweep_and_recovery_ratio(handle):
     v = SteeringVector.from_tensors({"resid_post.0": torch.randn(handle.d_model)})
-    norm = lambda h: float(h.read(batch, "resid_post.0", "last_prompt")["resid_post.0"].norm())  # noqa: E731
+    prompts = handle.tokenize(["<A> 1 + 2 =", "<B> 3 ="])  # no completions: the last column is the last prompt token
+    norm = lambda h: float(h.read(prompts, "resid_post.0", "last_prompt")["resid_post.0"].norm())  # noqa: E731
     base = norm(handle)
     rows = sweep(handle, v, [0.0, 50.0], lambda h: {"norm": norm(h)}, positions="last_prompt")
     assert [r["alpha"] for r in rows] == [0.0, 50.0]
