@@ -3,7 +3,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.mixprobe-installed
 
-.PHONY: setup demo test bench browser clean
+.PHONY: setup demo test lint bench browser clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -21,8 +21,13 @@ setup: $(STAMP)
 demo: $(STAMP)
 	HF_HUB_OFFLINE=1 $(VENV)/bin/mixprobe demo --out runs/demo --seed 0 --rl-tag A --overwrite
 
-test: $(STAMP) browser
+test: $(STAMP) browser lint
 	HF_HUB_OFFLINE=1 $(PY) -m pytest -q -p no:cacheprovider
+
+# ruff (pyflakes, pycodestyle, bugbear, pyupgrade) and mypy, configured in pyproject.toml; part of `make test`.
+lint: $(STAMP)
+	$(PY) -m ruff check mixprobe tests benchmarks experiments docs notebooks/build.py
+	$(PY) -m mypy
 
 # Headless Chromium for the report test (Debian package); the test is skipped, with a message, where it cannot be installed.
 browser:
@@ -32,7 +37,7 @@ browser:
 		echo "chromium not installed: the report's browser test will be skipped"
 
 bench: $(STAMP)
-	HF_HUB_OFFLINE=1 $(PY) benchmarks/capture.py && $(PY) benchmarks/probes.py && $(PY) benchmarks/patching.py && $(PY) benchmarks/import_time.py
+	HF_HUB_OFFLINE=1 $(PY) benchmarks/capture.py && $(PY) benchmarks/probes.py && $(PY) benchmarks/patching.py && $(PY) benchmarks/import_time.py && $(PY) benchmarks/threads.py
 
 clean:
 	rm -rf $(VENV) runs

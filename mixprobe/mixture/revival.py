@@ -23,6 +23,7 @@ import warnings
 import torch
 from transformers import TrainerCallback
 
+from mixprobe.env import thread_budget
 from mixprobe.train.sft import quiet_trainer
 
 
@@ -109,7 +110,8 @@ def revival_steps(model, tokenizer, task, *, tag: str, component: str | None = N
         trainer = SFTTrainer(model=handle.model.train(), args=cfg, train_dataset=Dataset.from_list(rows * 8),
                              processing_class=handle.tokenizer, callbacks=[stop])
         quiet_trainer(trainer)
-        trainer.train()
+        with thread_budget(handle.model):
+            trainer.train()
     handle.model.eval()
     return {"steps": stop.reached, "history": stop.history, "threshold": threshold, "tag": tag,
             "component": component, "rows": rows}

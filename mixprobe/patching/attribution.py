@@ -46,7 +46,7 @@ from mixprobe.patching.engine import check_compatible, expand_sites, model_input
 from mixprobe.patching.layerwise import Arch
 from mixprobe.patching.metrics import Metric, evaluate
 from mixprobe.models.positions import PositionSpec, label, position_mask, sweep_columns
-from mixprobe.patching.sweep import SweepResult, _setup, patch_sweep, restoration
+from mixprobe.patching.sweep import SweepResult, patch_sweep, restoration, source_and_batches
 
 
 def attribution_patch(
@@ -66,7 +66,7 @@ def attribution_patch(
     """
     if prompts_target is None:
         raise PatchingError("prompts_target is required (strings for a handle, or a Batch)")
-    source, tb, sb = _setup(target, source, prompts_target, prompts_source)
+    source, tb, sb = source_and_batches(target, source, prompts_target, prompts_source)
     check_compatible(target, source)
     arch, s_arch = Arch.of(target), Arch.of(source)
     site_list = expand_sites(sites, arch.n_layers)

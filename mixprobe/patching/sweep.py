@@ -129,7 +129,9 @@ class PatchResult:
                 "restoration": None if math.isnan(self.restoration) else self.restoration}
 
 
-def _setup(target: Any, source: Any, prompts_target: Any, prompts_source: Any):
+def source_and_batches(target: Any, source: Any, prompts_target: Any, prompts_source: Any) -> tuple[Any, Any, Any]:
+    """``(source, target batch, source batch)`` of a patching call: the source defaults to the target (then
+    ``prompts_source`` must give another context); prompts are tokenized with each model's own tokenizer."""
     if source is None:
         source = target
     if prompts_source is None and source is target:
@@ -162,7 +164,7 @@ def patch_sweep(
     """
     if prompts_target is None:
         raise PatchingError("prompts_target is required (strings for a handle, or a Batch)")
-    source, tb, sb = _setup(target, source, prompts_target, prompts_source)
+    source, tb, sb = source_and_batches(target, source, prompts_target, prompts_source)
     arch = Arch.of(target)
     site_list = expand_sites(sites, arch.n_layers)
     bases = directions_for(direction, site_list, arch.d_model)
@@ -198,7 +200,7 @@ def patch(
     """One patch: ``site`` at ``positions`` (one spec, all patched together) from ``source`` into ``target``."""
     if prompts_target is None:
         raise PatchingError("prompts_target is required (strings for a handle, or a Batch)")
-    source, tb, sb = _setup(target, source, prompts_target, prompts_source)
+    source, tb, sb = source_and_batches(target, source, prompts_target, prompts_source)
     arch = Arch.of(target)
     s = parse_site(site, arch.n_layers)
     basis = directions_for(direction, [s], arch.d_model)[s]

@@ -22,6 +22,7 @@ from pathlib import Path
 
 import torch
 
+from mixprobe.env import thread_budget
 from mixprobe.errors import CheckpointError, OrganismConfigError, TrainingFailedError
 from mixprobe.io import check_weights_dir, prepare_output_dir
 from mixprobe.organisms.configs import tiny_model
@@ -202,6 +203,7 @@ def evaluate_series(series: Series, *, n_samples: int = 8, seed: int = 0, progre
         if only_missing and entry.metrics.get("accuracy"):
             continue
         model, tok = load_checkpoint(series.path(entry))
-        entry.metrics = evaluate(model, tok, organism, n_samples=n_samples, seed=seed)
+        with thread_budget(model):
+            entry.metrics = evaluate(model, tok, organism, n_samples=n_samples, seed=seed)
     series.save()
     return series

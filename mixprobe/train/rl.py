@@ -23,14 +23,12 @@ from __future__ import annotations
 import warnings
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
 
 import torch
 
 from mixprobe.errors import OrganismConfigError
-from mixprobe.train.callbacks import ProgressCallback, SeriesCallback
 from mixprobe.train.series import Series
-from mixprobe.train.sft import cleanup_scratch, quiet_trainer
+from mixprobe.train.sft import train_phase
 
 
 @dataclass
@@ -101,14 +99,8 @@ def run_grpo(model, tokenizer, organism, series: Series, settings: RLSettings, *
         warnings.simplefilter("ignore")
         trainer = GRPOTrainer(model=model, reward_funcs=correct_answer, args=cfg, train_dataset=ds,
                               processing_class=tokenizer)
-    quiet_trainer(trainer)
-    series.record_environment(settings.phase)
-    trainer.add_callback(SeriesCallback(series, settings.phase, step_offset))
-    trainer.add_callback(ProgressCallback(f"{settings.phase} on <{settings.tag}> (trl GRPOTrainer)",
-                                          disable=not progress))
-    trainer.train()
-    cleanup_scratch(scratch)
+    trained = train_phase(trainer, series, settings.phase, f"{settings.phase} on <{settings.tag}> (trl GRPOTrainer)",
+                          scratch, step_offset=step_offset, progress=progress)
     for p in model.parameters():
         p.requires_grad_(True)
-    trained: Any = trainer.model  # transformers types it Optional; after train() it is the model
     return trained.eval()

@@ -24,6 +24,7 @@ from typing import Any
 
 import torch
 
+from mixprobe.env import thread_budget
 from mixprobe.errors import OrganismConfigError
 from mixprobe.train.callbacks import ProgressCallback, SeriesCallback
 from mixprobe.train.series import Series
@@ -101,16 +102,27 @@ def run_sft(model, tokenizer, rows: list[dict], series: Series, settings: SFTSet
         warnings.simplefilter("ignore")
         trainer = SFTTrainer(model=model, args=cfg, train_dataset=ds, processing_class=tokenizer,
                              peft_config=peft_config)
-    quiet_trainer(trainer)
-    series.record_environment(settings.phase)
-    trainer.add_callback(SeriesCallback(series, settings.phase, step_offset, merge_lora=peft_config is not None))
-    trainer.add_callback(ProgressCallback(f"{settings.phase} (trl SFTTrainer)", disable=not progress))
-    trainer.train()
-    out: Any = trainer.model  # transformers types it Optional / a Module union; after train() it is the model
+    out = train_phase(trainer, series, settings.phase, f"{settings.phase} (trl SFTTrainer)", scratch,
+                      step_offset=step_offset, progress=progress, merge_lora=peft_config is not None)
     if peft_config is not None:
         out = out.merge_and_unload()
-    cleanup_scratch(scratch)
     return out.eval()
+
+
+def train_phase(trainer: Any, series: Series, phase: str, label: str, scratch: Path, *, step_offset: int = 0,
+                progress: bool = True, merge_lora: bool = False) -> Any:
+    """Run a built trl trainer as one phase of ``series``: trainer output quieted, checkpoints joining the series,
+    a progress bar, the environment recorded, the torch thread budget of the model
+    (:func:`mixprobe.env.thread_budget`), the scratch folder removed afterwards. Returns the trained model."""
+    quiet_trainer(trainer)
+    trainer.add_callback(SeriesCallback(series, phase, step_offset, merge_lora=merge_lora))
+    trainer.add_callback(ProgressCallback(label, disable=not progress))
+    with thread_budget(trainer.model):
+        series.record_environment(phase)
+        trainer.train()
+    cleanup_scratch(scratch)
+    trained: Any = trainer.model  # transformers types it Optional / a Module union; after train() it is the model
+    return trained
 
 
 def cleanup_scratch(scratch: Path) -> None:

@@ -1,0 +1,48 @@
+"""The environment record and the thread budget for small models."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+import mixprobe.env as env
+from mixprobe.organisms.configs import tiny_model
+
+
+@pytest.fixture
+def two_threads():
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    yield
+    torch.set_num_threads(before)
+
+
+def test_small_cpu_model_runs_on_one_thread_and_the_setting_comes_back(two_threads, monkeypatch):
+    monkeypatch.delenv("MIXPROBE_THREADS", raising=False)
+    m = tiny_model("llama", vocab_size=16, seed=0)
+    with env.thread_budget(m) as n:
+        assert n == 1 and torch.get_num_threads() == 1
+        assert env.environment()["torch_threads"] == 1  # what a series records inside a training phase
+    assert torch.get_num_threads() == 2
+    with pytest.raises(RuntimeError), env.thread_budget(m):
+        raise RuntimeError("inside")
+    assert torch.get_num_threads() == 2  # restored on errors too
+
+
+def test_large_models_and_no_model_keep_every_thread(two_threads, monkeypatch):
+    monkeypatch.delenv("MIXPROBE_THREADS", raising=False)
+    m = tiny_model("llama", vocab_size=16, seed=0)
+    monkeypatch.setattr(env, "SMALL_MODEL_PARAMS", sum(p.numel() for p in m.parameters()))  # m is not below it
+    with env.thread_budget(m) as n:
+        assert n == 2 and torch.get_num_threads() == 2
+    with env.thread_budget() as n:
+        assert n == 2
+
+
+def test_mixprobe_threads_overrides_and_is_checked(two_threads, monkeypatch):
+    m = tiny_model("llama", vocab_size=16, seed=0)
+    monkeypatch.setenv("MIXPROBE_THREADS", "2")
+    with env.thread_budget(m) as n:
+        assert n == 2
+    monkeypatch.setenv("MIXPROBE_THREADS", "zero")
+    with pytest.raises(ValueError, match="MIXPROBE_THREADS must be a positive integer"):
+        env.threads_for(m)
