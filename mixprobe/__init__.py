@@ -27,15 +27,21 @@ _PUBLIC = {
     # models and series: the checkpoints
     "load": "mixprobe.models", "ModelHandle": "mixprobe.models", "load_series": "mixprobe.models",
     "trainer_series": "mixprobe.models", "Series": "mixprobe.train.series",
+    # the models stack: sites, positions, batches, layouts
+    "Site": "mixprobe.models", "parse_sites": "mixprobe.models", "Layout": "mixprobe.models",
+    "Batch": "mixprobe.models", "tokenize": "mixprobe.models", "resolve_positions": "mixprobe.models",
+    "position_mask": "mixprobe.models", "thread_budget": "mixprobe.env",
     # capture and the store
     "capture": "mixprobe.capture", "ActivationStore": "mixprobe.capture", "CaptureCallback": "mixprobe.capture",
     # probes
-    "LogisticProbe": "mixprobe.probes", "MassMeanProbe": "mixprobe.probes", "fit_probes": "mixprobe.probes",
-    "layer_sweep": "mixprobe.probes",
+    "LogisticProbe": "mixprobe.probes", "MassMeanProbe": "mixprobe.probes", "LATProbe": "mixprobe.probes",
+    "CRAProbe": "mixprobe.probes", "CCSProbe": "mixprobe.probes", "fit_probes": "mixprobe.probes",
+    "layer_sweep": "mixprobe.probes", "gate_readout": "mixprobe.probes",
     # steering
     "SteeringVector": "mixprobe.steering", "steer": "mixprobe.steering",
     # patching
-    "patch_sweep": "mixprobe.patching", "param_sweep": "mixprobe.patching", "readout_patch": "mixprobe.patching",
+    "patch": "mixprobe.patching", "patch_sweep": "mixprobe.patching", "param_sweep": "mixprobe.patching",
+    "readout_patch": "mixprobe.patching", "attribution_patch": "mixprobe.patching", "logit_diff": "mixprobe.patching",
     # the mixture and the verdict
     "mixture_view": "mixprobe.mixture.components", "MixtureView": "mixprobe.mixture.components",
     "assess": "mixprobe.mixture.verdict", "combine": "mixprobe.mixture.verdict", "verdict": "mixprobe.mixture.verdict",
