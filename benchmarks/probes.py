@@ -1,57 +1,67 @@
-"""Benchmark: logistic probes on every layer — batched mixprobe fit vs a loop of scikit-learn fits.
+"""Benchmark: logistic probes on every layer — mixprobe ``fit_probes`` vs loops of scikit-learn fits.
 
-Both sides fit the same L2 logistic probe (same ``C``, same objective: ``C·Σ logloss + ½‖w‖²``, unpenalised
-intercept) on the same synthetic residual-stream captures, side by side in one process, and are scored on the same
-held-out rows. The captures imitate a layer sweep: ``n_sites`` layers × ``n`` prompts × ``d`` features per layer,
-with a low-rank anisotropic covariance, two "massive activation" dimensions with large means, and a class signal
-whose strength grows with depth (held-out accuracy from near chance at the first layer to ~100 % at the last).
+Every method fits the same L2 logistic probe (same ``C``, same objective ``C·Σ logloss + ½‖w‖²``, unpenalised
+intercept) on the same rows, in one process, interleaved (each repeat runs every method once; the median over
+``--repeats`` is reported, after one untimed warm-up fit per method), and is scored on the same held-out rows.
 
-Configurations (``CONFIGS``): raw (unscaled, as captured) and standardized (per-feature z-score with the training
-rows' statistics, the usual first step of a probing pipeline and what scikit-learn's L-BFGS is designed for) at
-``d`` = 256, 512 and 1024. On raw features scikit-learn's solvers stop short of the optimum (ill-conditioned:
-massive dimensions), so its held-out accuracy differs from the optimum's by up to a point or so at the
-near-chance layers; on standardized features both sides reach it.
+Methods, each at 1 thread and at all threads (``torch.set_num_threads`` plus ``threadpoolctl`` for BLAS):
 
-- scikit-learn: ``LogisticRegression(C=C, max_iter=10000)`` (default L-BFGS, ``tol=1e-4``) in a Python loop over
-  sites; for the headline configuration also ``tol=1e-5`` (mixprobe's float32 stopping rule: scikit-learn's
-  L-BFGS tests ``max|∇f| / (C·Σ s_i) ≤ tol``, the quantity mixprobe tests) and ``tol=1e-6``.
-- mixprobe: :func:`mixprobe.probes.fit_probes` (default ``solver="newton-cg"``: site by site on CPU, exact or
-  rank-64 Nyström preconditioner, Newton-CG with Hessian-vector products, float32).
-- converged reference (untimed): :func:`mixprobe.probes.solver.newton_logistic` in float64 to ``tol=1e-11``, its
-  gradient re-checked in numpy float64.
+- mixprobe: :func:`mixprobe.probes.fit_probes` defaults (float32, tol 1e-5; on CPU Newton-CG site by site,
+  ``torch.get_num_threads()`` sites at a time with one BLAS thread each);
+- scikit-learn ``LogisticRegression(C, solver=…)`` in a loop over sites, default ``tol`` (1e-4): ``newton-cholesky``
+  on the float32 captures (on raw captures it gives up and falls back to ``lbfgs``; the warnings are counted),
+  ``newton-cholesky`` on float64 copies (made untimed, which favours scikit-learn), and ``lbfgs`` (float32,
+  ``max_iter=10000``). At all threads: every loop also run by ``joblib`` over sites in worker processes with one
+  BLAS thread each ("joblib"; the data reach the workers as memory maps, the worker pool is started untimed), and
+  the ``newton-cholesky`` loops with all BLAS threads (its Hessian is a ``gemm``). ``lbfgs`` with several BLAS
+  threads is left out (so is a ``newton-cholesky`` fit that fell back to ``lbfgs`` in the warm-up): on the shared
+  2-core machine this was written on it ran 44× slower than with one thread (3 sites × 260 × 64: 4.35 s vs
+  0.099 s), every small BLAS call waiting for a descheduled thread, and would only add minutes.
 
-Both sides run one thread (``--threads``): on the shared 2-core machine this was written on, scikit-learn with two
-BLAS threads ran ~30× slower than with one (4 fits: 20.4 s vs 0.63 s), which would flatter mixprobe.
+Converged optimum (untimed, independent of mixprobe): scikit-learn ``newton-cholesky`` in float64 at ``tol=1e-10``,
+its gradient re-checked in numpy. Reported: seconds, mixprobe's ratio to the fastest scikit-learn method at the
+same thread setting, held-out accuracy gaps to the optimum (points, max over sites), and the target of issue 13:
+"at ``d ≥ 512`` never more than 1.2× slower than the best scikit-learn solver, and held-out accuracy within 0.5
+points of the converged optimum".
 
-Reported per configuration: wall time (median of ``--repeats`` interleaved runs after one untimed warm-up fit
-each), ratio, held-out accuracy gaps in points (max and mean over sites) between mixprobe and scikit-learn and of
-each against the converged optimum, and whether "≥ 10× faster with accuracy within 0.5 points" holds.
+Configurations: the tag-mixture organism's own sweep (``organism_*``: last SFT checkpoint, answer-position
+activations at every default site, the prompt-level split of ``probe_layer_sweep``; raw at ``C = 1``, standardized
+at the study's ``C = 100``; timings there are means of 10 back-to-back fits) and synthetic residual captures
+(``raw_*``/``standardized_*``: anisotropic, two massive dimensions, class signal growing with depth, 75/25
+stratified split) at ``d`` = 512 and 2048 with ``n_train ≥ 4·d``. ``d = 4096`` is not in the default run: the two
+``d = 2048`` configurations alone took about 14 minutes on the shared 2-core machine.
 
-Run:  .venv/bin/python benchmarks/probes.py [--quick] [--repeats 5] [--configs raw_d512 ...] [--no-synthetic]
-      [--no-organism] [--organism-cache DIR]
+Run:  .venv/bin/python benchmarks/probes.py [--quick] [--repeats 3] [--configs raw_d512 ...] [--no-organism]
+      [--no-synthetic] [--organism-cache DIR]
 Writes benchmarks/results/probes.json and probes.md (``--from-json FILE`` re-renders the table of a saved run).
 """
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import platform
 import statistics
 import time
+import warnings
 from pathlib import Path
 
 import numpy as np
 import sklearn
 import torch
+from joblib import Parallel, delayed, parallel_config
 from sklearn.linear_model import LogisticRegression
 from threadpoolctl import threadpool_limits
 
 from mixprobe.io import atomic_write_json
 from mixprobe.probes import fit_probes, train_test_indices
-from mixprobe.probes.solver import newton_logistic
 
 RESULTS = Path(__file__).parent / "results"
+ALL = os.cpu_count() or 1
+SKLEARN = {"sklearn_newton-cholesky_f32": ("newton-cholesky", np.float32),
+           "sklearn_newton-cholesky_f64": ("newton-cholesky", np.float64),
+           "sklearn_lbfgs_f32": ("lbfgs", np.float32)}
 
 
 def make_captures(n_sites: int, n: int, d: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -75,51 +85,6 @@ def make_captures(n_sites: int, n: int, d: int, seed: int = 0) -> tuple[np.ndarr
     return X, y
 
 
-def split(X, y, tr, te):
-    """``(X_train, y_train, X_test, y_test)``, contiguous, made once outside the timed region for both sides."""
-    return np.ascontiguousarray(X[:, tr]), y[tr], np.ascontiguousarray(X[:, te]), y[te]
-
-
-def sklearn_loop(Xtr, ytr, Xte, yte, C, tol):
-    accs, iters = [], []
-    for s in range(Xtr.shape[0]):
-        m = LogisticRegression(C=C, max_iter=10000, tol=tol).fit(Xtr[s], ytr)
-        accs.append(float(m.score(Xte[s], yte)))
-        iters.append(int(np.max(m.n_iter_)))
-    return accs, iters
-
-
-def mixprobe_fit(Xtr, ytr, Xte, yte, C, tol=None):
-    fits = fit_probes(Xtr, ytr, C=C, dtype="float32", tol=tol)
-    accs = [float(fits.probes[s].score(Xte[int(s)], yte)) for s in fits]
-    iters = [int(fits.summary[s]["n_iter"]) for s in fits]
-    return accs, iters, all(bool(fits.summary[s]["converged"]) for s in fits)
-
-
-def converged_reference(Xtr, ytr, Xte, yte, C):
-    """Held-out accuracy at the optimum (float64 exact Newton, tol 1e-11) and the float64 numpy gradient check."""
-    accs, gmax = [], 0.0
-    for s in range(Xtr.shape[0]):
-        Xs = Xtr[s].astype(np.float64)
-        r = newton_logistic(torch.as_tensor(Xs)[None], torch.as_tensor(ytr), C=C, tol=1e-11)
-        w, b = r.coef[0].numpy(), float(r.intercept[0])
-        p = 1 / (1 + np.exp(-(Xs @ w + b)))
-        g = np.r_[C * (p - ytr) @ Xs + w, C * (p - ytr).sum()]
-        gmax = max(gmax, float(np.abs(g).max() / (C * ytr.size)))
-        accs.append(float(((Xte[s].astype(np.float64) @ w + b > 0) == yte).mean()))
-    return accs, gmax
-
-
-CONFIGS = {  # name: (n_sites, n, d, standardized, with the tighter scikit-learn tolerances)
-    "raw_d512": (16, 3000, 512, False, True),
-    "standardized_d512": (16, 3000, 512, True, False),
-    "raw_d256": (16, 3000, 256, False, False),
-    "raw_d1024": (16, 3000, 1024, False, False),
-    "standardized_d1024": (16, 3000, 1024, True, False),
-}
-QUICK = {"raw_d64": (4, 600, 64, False, True), "standardized_d64": (4, 600, 64, True, False)}
-
-
 def standardize(X: np.ndarray, tr: np.ndarray) -> np.ndarray:
     """Per-site, per-feature z-score with the training rows' statistics (what a probing pipeline does first)."""
     mu = X[:, tr].mean(1, keepdims=True)
@@ -127,21 +92,17 @@ def standardize(X: np.ndarray, tr: np.ndarray) -> np.ndarray:
     return ((X - mu) / sd).astype(np.float32)
 
 
-def _gaps(a: np.ndarray, b: np.ndarray) -> dict[str, float]:
-    d = np.abs(np.asarray(a) - np.asarray(b)) * 100
-    return {"max": float(d.max()), "mean": float(d.mean())}
-
-
-def synthetic(spec: tuple) -> tuple[tuple, dict]:
-    """Split synthetic captures for a ``CONFIGS`` entry, and what to report about them."""
-    n_sites, n, d, std, _ = spec
+def synthetic(n_sites: int, d: int, std: bool) -> tuple[tuple, dict]:
+    """Split synthetic captures with ``n_train ≥ 4·d``, and what to report about them."""
+    n = math.ceil(4 * d / 0.75) + 4
     X, y = make_captures(n_sites, n, d)
     tr, te = train_test_indices(y, test_size=0.25, seed=0)
     if std:
         X = standardize(X, tr)
+    data = (np.ascontiguousarray(X[:, tr]), y[tr], np.ascontiguousarray(X[:, te]), y[te])
     meta = {"shape": {"n_sites": n_sites, "n_rows": n, "n_train": int(tr.size), "n_test": int(te.size), "d": d},
             "features": "standardized (per-feature z-score, training-row statistics)" if std else "raw (unscaled)"}
-    return split(X, y, tr, te), meta
+    return data, meta
 
 
 def organism(seed: int, standardized: bool, cache_dir: str | None) -> tuple[tuple, dict]:
@@ -167,76 +128,137 @@ def organism(seed: int, standardized: bool, cache_dir: str | None) -> tuple[tupl
     return data, meta
 
 
-def run_config(name: str, data: tuple, meta: dict, C: float, repeats: int, tighter: bool = False,
-               inner: int = 1) -> dict:
-    """Time both sides on one prepared split (``inner`` back-to-back calls per timing, for millisecond fits)."""
-    tols = [1e-4] + ([1e-5, 1e-6] if tighter else [])
-    keys = ["mixprobe"] + [f"sklearn_lbfgs_tol{t:.0e}" for t in tols]
-    times: dict[str, list[float]] = {k: [] for k in keys}
+def _lr(solver: str, C: float, tol: float = 1e-4) -> LogisticRegression:
+    return LogisticRegression(C=C, solver=solver, tol=tol, max_iter=10000 if solver == "lbfgs" else 1000)
+
+
+def _fit_one(X, y, Xte, yte, C, solver):
+    with warnings.catch_warnings(record=True) as w:
+        warnings.simplefilter("always")
+        m = _lr(solver, C).fit(X, y)
+    return float(m.score(Xte, yte)), int(np.max(m.n_iter_)), len(w)
+
+
+def sklearn_loop(Xtr, ytr, Xte, yte, C, solver, joblib_workers=0):
+    """One scikit-learn fit per site; ``(held-out accuracies, iterations, fallback warnings)``.
+
+    ``joblib_workers``: sites in that many worker processes (loky, one BLAS thread each). Not threads: scikit-learn's
+    ``newton-cholesky`` switches the process-wide warning filters to "error" around its solve, so a fallback warning
+    in one thread is raised as an exception in another.
+    """
+    jobs = (delayed(_fit_one)(Xtr[s], ytr, Xte[s], yte, C, solver) for s in range(Xtr.shape[0]))
+    if joblib_workers:
+        with parallel_config(backend="loky", inner_max_num_threads=1):
+            out = Parallel(n_jobs=joblib_workers)(jobs)
+    else:
+        out = [f(*a, **k) for f, a, k in jobs]
+    return tuple(list(col) for col in zip(*out))
+
+
+def mixprobe_fit(Xtr, ytr, Xte, yte, C):
+    fits = fit_probes(Xtr, ytr, C=C, dtype="float32")
+    accs = [float(fits.probes[s].score(Xte[int(s)], yte)) for s in fits]
+    return accs, [int(fits.summary[s]["n_iter"]) for s in fits], [int(not fits.summary[s]["converged"]) for s in fits]
+
+
+def converged_reference(Xtr, ytr, Xte, yte, C):
+    """Held-out accuracy at the optimum: scikit-learn newton-cholesky, float64, tol 1e-10; numpy gradient check."""
+    accs, gmax = [], 0.0
+    for s in range(Xtr.shape[0]):
+        Xs = Xtr[s].astype(np.float64)
+        m = _lr("newton-cholesky", C, tol=1e-10).fit(Xs, ytr)
+        w, b = m.coef_[0], float(m.intercept_[0])
+        p = 1 / (1 + np.exp(-(Xs @ w + b)))
+        g = np.r_[C * (p - ytr) @ Xs + w, C * (p - ytr).sum()]
+        gmax = max(gmax, float(np.abs(g).max() / (C * ytr.size)))
+        accs.append(float(((Xte[s].astype(np.float64) @ w + b > 0) == yte).mean()))
+    return accs, gmax
+
+
+def methods(data: tuple, data64: tuple, C: float, skip: set[str] = frozenset()) -> dict:
+    """``{key: (threads, callable)}`` for every timed method (``skip``: keys left out)."""
+    out = {}
+    for th in sorted({1, ALL}):
+        out[f"mixprobe@{th}"] = (th, lambda: mixprobe_fit(*data, C))
+        for key, (solver, dt) in SKLEARN.items():
+            src = data64 if dt == np.float64 else data
+            if th == 1 or solver != "lbfgs":
+                out[f"{key}@{th}"] = (th, lambda src=src, solver=solver: sklearn_loop(*src, C, solver))
+            if th > 1:
+                out[f"{key}_joblib@{th}"] = (th, lambda src=src, solver=solver, th=th:
+                                             sklearn_loop(*src, C, solver, th))
+    return {k: v for k, v in out.items() if k not in skip}
+
+
+def run_config(name: str, data: tuple, meta: dict, C: float, repeats: int, inner: int = 1) -> dict:
+    """Time every method on one prepared split (``inner`` back-to-back calls per timing, for millisecond fits)."""
+    data64 = (data[0].astype(np.float64), data[1], data[2], data[3])
+    warm = (data[0][:1], data[1], data[2][:1], data[3])
+    skip = set()
+    for k, (th, fn) in methods(warm, (data64[0][:1], *warm[1:]), C).items():   # untimed warm-up (imports, caches)
+        torch.set_num_threads(th)
+        with threadpool_limits(th):
+            r = fn()
+        if th == 1 and k.startswith("sklearn_newton") and sum(r[2]):         # fell back to lbfgs
+            skip.add(k.replace("@1", f"@{ALL}"))
+    todo = methods(data, data64, C, skip)
+    times: dict[str, list[float]] = {k: [] for k in todo}
     res: dict[str, tuple] = {}
-    warm = tuple(a[:1] if a.ndim == 3 else a for a in data)
-    mixprobe_fit(*warm, C)                    # untimed warm-up of both sides (imports, caches)
-    sklearn_loop(*warm, C, 1e-4)
     for _ in range(repeats):  # interleaved
-        t = time.perf_counter()
-        for _ in range(inner):
-            res["mixprobe"] = mixprobe_fit(*data, C)
-        times["mixprobe"].append((time.perf_counter() - t) / inner)
-        for tol, key in zip(tols, keys[1:]):
-            t = time.perf_counter()
-            for _ in range(inner):
-                res[key] = sklearn_loop(*data, C, tol)
-            times[key].append((time.perf_counter() - t) / inner)
-    acc_opt, opt_grad = converged_reference(*data, C)
+        for k, (th, fn) in todo.items():
+            torch.set_num_threads(th)
+            with threadpool_limits(th):
+                t = time.perf_counter()
+                for _ in range(inner):
+                    res[k] = fn()
+                times[k].append((time.perf_counter() - t) / inner)
+    acc_opt, opt_grad = converged_reference(*data64, C)
     med = {k: statistics.median(v) for k, v in times.items()}
-    acc = {k: np.array(res[k][0]) for k in keys}
-    default = "sklearn_lbfgs_tol1e-04"
+    gaps = {k: float(np.max(np.abs(np.array(res[k][0]) - acc_opt)) * 100) for k in todo}
+    by_threads = {}
+    for th in sorted({1, ALL}):
+        sk = [k for k in todo if k.startswith("sklearn") and k.endswith(f"@{th}")]
+        best = min(sk, key=med.__getitem__)
+        mk = f"mixprobe@{th}"
+        by_threads[str(th)] = {"mixprobe_s": med[mk], "best_sklearn": best, "best_sklearn_s": med[best],
+                               "ratio": med[mk] / med[best], "mixprobe_gap": gaps[mk], "best_sklearn_gap": gaps[best]}
+    big = meta["shape"]["d"] >= 512
+    acc_ok = all(v["mixprobe_gap"] <= 0.5 for v in by_threads.values())
+    time_ok = all(v["ratio"] <= 1.2 for v in by_threads.values())
     out = {
-        **meta,
-        "C": C,
-        "seconds": med,
-        "ratio_vs_mixprobe": {k: med[k] / med["mixprobe"] for k in keys[1:]},
-        "accuracy_gap_vs_mixprobe": {k: _gaps(acc[k], acc["mixprobe"]) for k in keys[1:]},
-        "accuracy_gap_vs_converged": {k: _gaps(acc[k], acc_opt) for k in keys},
-        "converged_reference_max_grad": opt_grad,
-        "held_out_accuracy": {**{k: v.tolist() for k, v in acc.items()}, "converged_reference": list(acc_opt)},
-        "iterations": {k: res[k][1] for k in keys},
-        "mixprobe_all_converged": res["mixprobe"][2],
+        **meta, "C": C, "repeats": repeats, "inner": inner,
+        "seconds": med, "all_seconds": times, "accuracy_gap_vs_optimum_points": gaps,
+        "by_threads": by_threads,
+        "held_out_accuracy": {**{k: v[0] for k, v in res.items()}, "optimum": acc_opt},
+        "iterations": {k: v[1] for k, v in res.items()},
+        "fallback_warnings_or_unconverged": {k: int(sum(v[2])) for k, v in res.items()},
+        "optimum_max_grad": opt_grad,
+        "meets_target": (time_ok if big else True) and acc_ok,
+        "target_applies_to_time": big,
+        "left_out_fell_back_to_lbfgs": sorted(skip),
     }
-    gap = out["accuracy_gap_vs_mixprobe"][default]["max"]
-    ratio = out["ratio_vs_mixprobe"][default]
-    out["criterion"] = {"ratio_vs_sklearn_default": ratio, "max_accuracy_gap_vs_sklearn_default": gap,
-                        "holds": bool(ratio >= 10 and gap <= 0.5)}
-    # the fastest scikit-learn setting whose held-out accuracy is within 0.5 points of mixprobe's on every site
-    matched = [k for k in keys[1:] if out["accuracy_gap_vs_mixprobe"][k]["max"] <= 0.5]
-    if matched:
-        best = min(matched, key=med.__getitem__)
-        out["matched_accuracy"] = {"setting": best, "ratio": med[best] / med["mixprobe"]}
-    print(f"{name}: mixprobe {med['mixprobe']:.3f} s, scikit-learn {med[default]:.3f} s ({ratio:.1f}x), "
-          f"max accuracy gap {gap:.2f} points", flush=True)
+    print(f"{name}: " + "; ".join(f"{th} thr: mixprobe {v['mixprobe_s']:.4f} s vs {v['best_sklearn']} "
+                                  f"{v['best_sklearn_s']:.4f} s ({v['ratio']:.2f}x)" for th, v in by_threads.items())
+          + f"; gaps mixprobe {max(v['mixprobe_gap'] for v in by_threads.values()):.2f} points; "
+          f"meets target: {out['meets_target']}", flush=True)
     return out
 
 
-def _fmt(g: dict | None) -> str:
-    return "—" if g is None else f"{g['max']:.2f} ({g['mean']:.2f})"
-
-
-def _label(key: str) -> str:
-    if key == "mixprobe":
-        return "mixprobe `fit_probes`"
-    tol = key.split("tol")[1]
-    return f"scikit-learn loop, `lbfgs`, tol {tol}" + (" (default)" if tol == "1e-04" else "")
+CONFIGS = {  # name: (n_sites, d, standardized)
+    "raw_d512": (8, 512, False),
+    "standardized_d512": (8, 512, True),
+    "raw_d2048": (2, 2048, False),
+    "standardized_d2048": (2, 2048, True),
+}
+QUICK = {"raw_d64": (3, 64, False), "standardized_d64": (3, 64, True)}
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--C", type=float, default=1.0)
-    ap.add_argument("--repeats", type=int, default=1)
+    ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--configs", nargs="*", default=None, help=f"subset of {sorted(CONFIGS)}")
     ap.add_argument("--quick", action="store_true", help="small sizes (smoke test)")
-    ap.add_argument("--threads", type=int, default=1,
-                    help="CPU threads for both sides (torch and the BLAS under numpy/scipy); default 1: on a shared "
-                         "2-core machine scikit-learn with 2 BLAS threads ran ~30x slower than with one (measured)")
     ap.add_argument("--no-organism", action="store_true", help="skip the tag-mixture organism configurations")
     ap.add_argument("--no-synthetic", action="store_true", help="skip the synthetic configurations")
     ap.add_argument("--organism-cache", default=None,
@@ -248,95 +270,98 @@ def main() -> None:
         src = Path(args.from_json)
         write_markdown(json.loads(src.read_text()), src.with_suffix(".md"))
         return
-    threads = args.threads
-    torch.set_num_threads(threads)
-    threadpool_limits(threads)
-    configs = QUICK if args.quick else {k: CONFIGS[k] for k in (args.configs or CONFIGS)}
-    if args.no_synthetic and not args.quick:
-        configs = {}
-    results = {}
-    for name, spec in configs.items():
-        results[name] = run_config(name, *synthetic(spec), args.C, args.repeats, tighter=spec[4])
+    results: dict = {}
+    outdir, stem = Path(args.out), "probes_quick" if args.quick else "probes"
     if not args.quick and not args.no_organism:
         for seed in (0, 1, 2):      # the study's workload: raw at C=1, standardized at the study's C=100
             for std, C in ((False, 1.0), (True, 100.0)):
                 name = f"organism_s{seed}_{'standardized' if std else 'raw'}"
                 results[name] = run_config(name, *organism(seed, std, args.organism_cache), C, args.repeats,
-                                           inner=20)
-    head = next(iter(results))
-    h = results[head]
+                                           inner=10)
+                save(results, args, outdir, stem)
+    configs = QUICK if args.quick else {} if args.no_synthetic else {k: CONFIGS[k] for k in (args.configs or CONFIGS)}
+    for name, (S, d, std) in configs.items():
+        results[name] = run_config(name, *synthetic(S, d, std), args.C, args.repeats)
+        save(results, args, outdir, stem)
+
+
+def save(results: dict, args: argparse.Namespace, outdir: Path, stem: str) -> None:
+    """Write the JSON and markdown of the configurations done so far (a killed run keeps what it measured)."""
     out = {
-        "benchmark": "logistic probes on every layer: batched mixprobe fit vs a loop of scikit-learn fits",
-        "headline_config": head,
-        "ratios": {"sklearn_vs_mixprobe": h["ratio_vs_mixprobe"]["sklearn_lbfgs_tol1e-04"]},
-        "accuracy_gap": h["accuracy_gap_vs_mixprobe"]["sklearn_lbfgs_tol1e-04"]["max"],
-        "accuracy_gap_unit": "points (max over sites of |held-out accuracy difference| x 100)",
-        "criterion": "ratio >= 10 and max accuracy gap <= 0.5 points against scikit-learn's default",
-        "criterion_holds": {k: v["criterion"]["holds"] for k, v in results.items()},
-        "method": {"mixprobe": "fit_probes(dtype=float32) defaults (tol 1e-5): site-by-site Newton-CG on CPU, "
-                                "one stacked exact-Newton solve where n*(d+1)^2 <= 5e5",
-                   "sklearn": "LogisticRegression(C, max_iter=10000), lbfgs, loop over sites; tol 1e-4 (default)"
-                              " and, for the headline, 1e-5 and 1e-6",
-                   "reference": "newton_logistic float64 tol 1e-11 (untimed), numpy float64 gradient check",
-                   "C": args.C, "repeats": args.repeats},
+        "benchmark": "logistic probes on every layer: mixprobe fit_probes vs loops of scikit-learn fits",
+        "target": "at d >= 512: mixprobe <= 1.2x the fastest scikit-learn method at the same thread setting; "
+                  "everywhere: held-out accuracy within 0.5 points of the converged optimum on every site",
+        "meets_target": {k: v["meets_target"] for k, v in results.items()},
+        "accuracy_gap_unit": "points (max over sites of |held-out accuracy - optimum's| x 100)",
+        "method": {"mixprobe": "fit_probes(dtype=float32) defaults (tol 1e-5)",
+                   "sklearn": "LogisticRegression(C, solver, tol=1e-4) loop over sites: newton-cholesky on float32 "
+                              "and on float64 copies (untimed cast), lbfgs (max_iter 10000); at all threads also "
+                              "joblib (loky processes) over sites with 1 BLAS thread each",
+                   "reference": "sklearn newton-cholesky float64 tol 1e-10 (untimed), numpy float64 gradient check",
+                   "repeats": args.repeats, "lbfgs_with_blas_threads": "left out (see the module docstring)"},
         "configs": results,
         "environment": {"python": platform.python_version(), "torch": torch.__version__,
-                        "sklearn": sklearn.__version__, "threads_both_sides": threads,
-                        "cpu_count": os.cpu_count(), "load_average_1min": os.getloadavg()[0]},
+                        "sklearn": sklearn.__version__, "numpy": np.__version__, "all_threads": ALL,
+                        "cpu_count": os.cpu_count(), "load_average_1min_at_end": os.getloadavg()[0]},
     }
-    outdir = Path(args.out)
-    name = "probes_quick" if args.quick else "probes"
-    atomic_write_json(outdir / f"{name}.json", out)
-    write_markdown(out, outdir / f"{name}.md")
+    atomic_write_json(outdir / f"{stem}.json", out)
+    write_markdown(out, outdir / f"{stem}.md")
+
+
+def _short(key: str) -> str:
+    method, th = key.split("@")
+    return method.replace("sklearn_", "").replace("_f32", " f32").replace("_f64", " f64").replace("_joblib",
+                                                                                                    " joblib")
 
 
 def write_markdown(out: dict, path: Path) -> None:
-    """The results table of a run (``--from-json`` re-renders it from a saved ``probes.json``)."""
-    results, head = out["configs"], out["headline_config"]
-    h = results[head]
-    env = out["environment"]
-    threads, repeats = env["threads_both_sides"], out["method"]["repeats"]
+    """The results tables of a run (``--from-json`` re-renders them from a saved ``probes.json``)."""
+    results, env = out["configs"], out["environment"]
     lines = [
         "# Probes benchmark: a logistic probe on every layer",
         "",
-        "`raw_*`/`standardized_*`: synthetic residual captures (anisotropic, two massive dimensions, signal growing "
-        "with depth), 75/25 stratified split. `organism_*`: the tag-mixture organism's last SFT checkpoint, "
-        "answer-position activations at every default site, the prompt-level split of `probe_layer_sweep` "
-        "(`mixprobe.mixture.studies.expressed_split`; timings there: mean of 20 back-to-back fits). "
-        f"CPU ({env['cpu_count']} cores, 1-min load {env['load_average_1min']:.1f}), {threads} thread(s) for torch "
-        f"and BLAS on both sides, median of {repeats} interleaved run(s), same process. mixprobe: `fit_probes` "
-        "defaults (fp32, tol 1e-5; site-by-site Newton-CG, or one stacked exact-Newton solve for small problems such "
-        "as the organism's). Gaps are in points of held-out accuracy, max (mean) over sites; the converged optimum is "
-        "float64 exact Newton to tol 1e-11, untimed. Last two columns: \"≥10× faster with held-out accuracy within "
-        "0.5 points\", read against scikit-learn's default fit (which stops short of the optimum on raw captures) and "
-        "against the converged optimum.",
+        "mixprobe `fit_probes` (float32 defaults) against loops of scikit-learn `LogisticRegression` fits "
+        "(`newton-cholesky` on float32 and on float64 copies, `lbfgs`; default tol), same process, interleaved, "
+        f"median of {out['method']['repeats']} run(s) after a warm-up. CPU: {env['cpu_count']} cores, shared: other "
+        f"jobs may run beside the benchmark, which mostly hurts the two-thread rows (1-min load at the end "
+        f"{env['load_average_1min_at_end']:.1f}); \"1\" = one thread for torch and BLAS, "
+        f"\"{env['all_threads']}\" = all threads (scikit-learn also as joblib worker processes over sites, one "
+        "BLAS thread each; `lbfgs` only through joblib there, see the script). `organism_*`: the tag-mixture "
+        "organism's own sweep (data of `probe_layer_sweep`; means of 10 back-to-back fits); `raw_*`/`standardized_*`: "
+        "synthetic residual captures, `n_train ≥ 4·d` (`d = 4096` not run: time). Gap: held-out "
+        "accuracy vs the converged optimum (scikit-learn `newton-cholesky`, float64, tol 1e-10), in points, max over "
+        "sites. Target (issue 13): at `d ≥ 512` mixprobe ≤ 1.2× the fastest scikit-learn method at the same thread "
+        "setting; everywhere, gap ≤ 0.5 points.",
         "",
-        "| config | sites × train rows × d | C | mixprobe s | scikit-learn (default) s | ratio | gap vs mixprobe "
-        "| mixprobe gap vs optimum | scikit-learn gap vs optimum | ≥10×, ≤0.5 vs scikit-learn "
-        "| ≥10×, ≤0.5 vs optimum |",
+        "| config | sites × train rows × d | C | threads | mixprobe s | fastest scikit-learn | its s | ratio "
+        "| mixprobe gap | its gap | meets target |",
         "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
-    dk = "sklearn_lbfgs_tol1e-04"
     for k, r in results.items():
         sh = r["shape"]
-        ratio = r["ratio_vs_mixprobe"][dk]
-        vs_opt = ratio >= 10 and r["accuracy_gap_vs_converged"]["mixprobe"]["max"] <= 0.5
-        lines.append(f"| {k} | {sh['n_sites']} × {sh['n_train']} × {sh['d']} | {r['C']:g} | "
-                     f"{r['seconds']['mixprobe']:.4f} | {r['seconds'][dk]:.3f} | {ratio:.1f}× | "
-                     f"{_fmt(r['accuracy_gap_vs_mixprobe'][dk])} | "
-                     f"{_fmt(r['accuracy_gap_vs_converged']['mixprobe'])} | "
-                     f"{_fmt(r['accuracy_gap_vs_converged'][dk])} | {'yes' if r['criterion']['holds'] else 'no'} | "
-                     f"{'yes' if vs_opt else 'no'} |")
-    lines += ["", f"Tighter scikit-learn tolerances ({head}):", "",
-              "| method | seconds | ratio vs mixprobe | gap vs mixprobe | gap vs optimum |", "|---|---|---|---|---|"]
-    for k in h["seconds"]:
-        gv = h["accuracy_gap_vs_converged"][k]
-        gm = h["accuracy_gap_vs_mixprobe"].get(k)
-        lines.append(f"| {_label(k)} | {h['seconds'][k]:.3f} | {h['ratio_vs_mixprobe'].get(k, 1.0):.1f}× | "
-                     f"{_fmt(gm)} | {_fmt(gv)} |")
-    lines += ["", f"Held-out accuracy by site, mixprobe ({head}): "
-              + ", ".join(f"{a:.3f}" for a in h["held_out_accuracy"]["mixprobe"]), ""]
-    path.write_text("\n".join(lines))
+        for th, v in r["by_threads"].items():
+            ok = "yes" if r["meets_target"] else "no"
+            if not r["target_applies_to_time"]:
+                ok += " (accuracy only: d < 512)"
+            lines.append(f"| {k} | {sh['n_sites']} × {sh['n_train']} × {sh['d']} | {r['C']:g} | {th} | "
+                         f"{v['mixprobe_s']:.4f} | {_short(v['best_sklearn'])} | {v['best_sklearn_s']:.4f} | "
+                         f"{v['ratio']:.2f}× | {v['mixprobe_gap']:.2f} | {v['best_sklearn_gap']:.2f} | {ok} |")
+    keys = list(dict.fromkeys(k for r in results.values() for k in r["seconds"]))
+    lines += ["", "Every method, seconds (gap in points; `*`: scikit-learn warned that `newton-cholesky` fell back to "
+              "`lbfgs`):", "",
+              "| config | " + " | ".join(f"{_short(k)} @{k.split('@')[1]}" for k in keys) + " |",
+              "|---|" + "---|" * len(keys)]
+    for name, r in results.items():
+        cells = []
+        for k in keys:
+            if k not in r["seconds"]:
+                cells.append("— (fell back to lbfgs)")
+                continue
+            warn = "*" if k.startswith("sklearn") and r["fallback_warnings_or_unconverged"].get(k, 0) else ""
+            cells.append(f"{r['seconds'][k]:.4f}{warn} ({r['accuracy_gap_vs_optimum_points'][k]:.2f})")
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    path.write_text("\n".join(lines) + "\n")
+
 
 if __name__ == "__main__":
     main()

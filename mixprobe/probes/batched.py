@@ -2,12 +2,13 @@
 
 Problem: "where is the mode decodable?" means a probe per (site, layer) — 2·n_layers probes or more per
 checkpoint, on the same rows. Looping over scikit-learn fits is slow, and each loop reinvents the split and the
-bookkeeping. Mechanism: :func:`fit_probes` stacks the sites into ``X[S, n, d]`` and fits every logistic probe
-simultaneously with the batched Newton-CG solver (:mod:`mixprobe.probes.solver`, CPU or GPU), then hands back
-ordinary fitted :class:`~mixprobe.probes.estimators.LogisticProbe` objects (one per site) and a per-site summary.
-Other estimators (``"mass_mean"``, ``"lat"``, or any scikit-learn classifier instance) are cloned and fitted per
-site. :func:`layer_sweep` adds one stratified train/test split shared by all sites and returns the held-out
-accuracy curve.
+bookkeeping. Mechanism: :func:`fit_probes` stacks the sites into ``X[S, n, d]`` and fits every logistic probe in
+one solver call (:mod:`mixprobe.probes.solver`: Newton-CG site by site on CPU threads, one batched Newton on a
+GPU; against loops of scikit-learn fits see ``benchmarks/results/probes.md``), then hands back ordinary fitted
+:class:`~mixprobe.probes.estimators.LogisticProbe` objects (one per site) and a per-site summary. Other estimators
+(``"mass_mean"``, ``"lat"``, or any scikit-learn classifier instance) are cloned and fitted per site.
+:func:`layer_sweep` adds one stratified train/test split shared by all sites and returns the held-out accuracy
+curve.
 
 Example:
     >>> import numpy as np
@@ -142,12 +143,13 @@ def fit_probes(
 ) -> ProbeFits:
     """Fit one probe per site: ``X`` is ``{site: [n, d]}`` or ``[n_sites, n, d]`` (numpy or torch), ``y`` ``[n]``.
 
-    ``estimator="logistic"`` solves all sites in one batched Newton solve (``C``, ``fit_intercept``,
+    ``estimator="logistic"`` solves all sites in one solver call (``C``, ``fit_intercept``,
     ``max_iter``, ``tol``, ``dtype``, ``device`` apply); ``"mass_mean"``, ``"lat"`` or an estimator instance are
     cloned and fitted per site. Returns :class:`ProbeFits` (``.probes[site]``, ``.summary[site]``).
 
-    ``solver``: ``"newton-cg"`` (default; :func:`~mixprobe.probes.solver.newton_cg_logistic`: one Gram per site,
-    then Hessian-vector products; site by site on CPU, one batch on GPU) or ``"newton"`` (exact Hessian every iteration,
+    ``solver``: ``"newton-cg"`` (default; :func:`~mixprobe.probes.solver.newton_cg_logistic`: on CPU one Gram or
+    Nyström sketch per site, then Hessian-vector products, sites on ``torch.get_num_threads()`` threads; on a GPU the
+    batched Newton) or ``"newton"`` (exact Hessian every iteration, all sites in one batch,
     :func:`~mixprobe.probes.solver.newton_logistic`). Both minimise the same objective to the same ``tol``.
 
     For the batched logistic fit, features are validated in their own float dtype (no float64 copy), a stacked
@@ -182,11 +184,7 @@ def fit_probes(
         for ss, Xs in zip(names, stacks):
             res = solve(Xs, yt, swt, C=C, fit_intercept=fit_intercept, max_iter=max_iter, tol=tol)
             # train accuracy from the solver's final margins (no second pass over the features)
-            z = res.margin
-            if z is None:
-                z = torch.baddbmm(res.intercept[:, None, None].to(Xs.dtype), Xs,
-                                  res.coef.to(Xs.dtype).unsqueeze(-1)).squeeze(-1)
-            correct = ((z.cpu().numpy() > 0) == (y01 > 0.5)).mean(1)
+            correct = ((res.margin.cpu().numpy() > 0) == (y01 > 0.5)).mean(1)
             sol = res.numpy()                               # every site's solution moved to numpy at once
             for i, s in enumerate(ss):
                 p = LogisticProbe(C=C, fit_intercept=fit_intercept, max_iter=max_iter, tol=tol, dtype=dtype,
@@ -226,8 +224,8 @@ def train_test_indices(y: Any, *, test_size: float = 0.25, seed: int = 0,
         g = to_numpy(groups, None).reshape(-1)
         uniq = rng.permutation(np.unique(g))
         k = max(1, int(round(test_size * uniq.size)))
-        test = np.isin(g, uniq[:k])
-        return np.nonzero(~test)[0], np.nonzero(test)[0]
+        in_test = np.isin(g, uniq[:k])
+        return np.nonzero(~in_test)[0], np.nonzero(in_test)[0]
     train, test = [], []
     for c in np.unique(yy):
         idx = rng.permutation(np.nonzero(yy == c)[0])
