@@ -18,6 +18,7 @@ Each rate is the median of ``--repeats`` timed windows of about ``--seconds`` se
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import statistics
@@ -32,7 +33,8 @@ SIZES = [(64, 2), (256, 4), (512, 8), (1024, 8)]   # (d_model, n_layers)
 
 STEP_CHILD = r"""
 import sys, time, json, torch
-threads, d, L, seconds, repeats = int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3]), float(sys.argv[4]), int(sys.argv[5])
+threads, d, L, repeats = (int(a) for a in (sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[5]))
+seconds = float(sys.argv[4])
 torch.set_num_threads(threads)
 from mixprobe.organisms.configs import tiny_model
 m = tiny_model("llama", vocab_size=40, seed=0, d_model=d, n_layers=L, n_heads=max(4, d // 64), max_positions=64).train()
@@ -86,8 +88,10 @@ while True:
 """
 
 
-def child(code: str, *args: object) -> dict:
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "HF_HUB_OFFLINE": "1"}
+def child(code: str, *args: object, wait: str | None = None) -> dict:
+    """Run ``code`` in a fresh interpreter; ``wait`` sets OMP_WAIT_POLICY there (None: unset, the OpenMP default)."""
+    env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
+    env.update({"PYTHONPATH": str(ROOT), "HF_HUB_OFFLINE": "1", **({"OMP_WAIT_POLICY": wait} if wait else {})})
     out = subprocess.run([sys.executable, "-c", code, *map(str, args)], capture_output=True, text=True, env=env,
                          check=True, cwd=tempfile.gettempdir())
     return json.loads(out.stdout.strip().splitlines()[-1])
@@ -96,8 +100,9 @@ def child(code: str, *args: object) -> dict:
 class Busy:
     """A 2-thread torch matmul loop in another process while the block runs."""
 
-    def __enter__(self) -> "Busy":
-        self.p = subprocess.Popen([sys.executable, "-c", BUSY_CHILD])
+    def __enter__(self) -> Busy:
+        env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
+        self.p = subprocess.Popen([sys.executable, "-c", BUSY_CHILD], env=env)
         time.sleep(2.0)
         return self
 
@@ -115,28 +120,24 @@ def main() -> None:
     args = ap.parse_args()
     n_all = os.cpu_count() or 1
     rows = []
+    settings = [(1, None), (n_all, None), (n_all, "PASSIVE")]  # (threads, OMP_WAIT_POLICY)
     for d, L in SIZES:
         for load in ("alone", "busy"):
-            for threads in (1, n_all):
-                if load == "busy":
-                    with Busy():
-                        r = child(STEP_CHILD, threads, d, L, args.seconds, args.repeats)
-                else:
-                    r = child(STEP_CHILD, threads, d, L, args.seconds, args.repeats)
+            for threads, wait in settings:
+                with Busy() if load == "busy" else contextlib.nullcontext():
+                    r = child(STEP_CHILD, threads, d, L, args.seconds, args.repeats, wait=wait)
                 rate = statistics.median(r["rates"])
                 rows.append({"d_model": d, "n_layers": L, "params": r["params"], "load": load, "threads": threads,
-                             "steps_per_s": rate})
-                print(f"d={d} L={L} {load:5s} threads={threads}: {rate:.2f} steps/s", flush=True)
+                             "omp_wait_policy": wait, "steps_per_s": rate})
+                print(f"d={d} L={L} {load:5s} threads={threads} wait={wait}: {rate:.2f} steps/s", flush=True)
     sft = []
     for load in ("alone", "busy"):
-        for policy in ("mixprobe", "all"):
-            if load == "busy":
-                with Busy():
-                    r = child(SFT_CHILD, policy, args.sft_seconds)
-            else:
-                r = child(SFT_CHILD, policy, args.sft_seconds)
-            sft.append({"load": load, "policy": policy, "steps_per_s": r["rate"], "steps": r["steps"]})
-            print(f"SFT {load:5s} {policy}: {r['rate']:.2f} steps/s", flush=True)
+        for policy, wait in (("mixprobe", "PASSIVE"), ("all", None), ("all", "PASSIVE")):
+            with Busy() if load == "busy" else contextlib.nullcontext():
+                r = child(SFT_CHILD, policy, args.sft_seconds, wait=wait)
+            sft.append({"load": load, "policy": policy, "omp_wait_policy": wait, "steps_per_s": r["rate"],
+                        "steps": r["steps"]})
+            print(f"SFT {load:5s} {policy} wait={wait}: {r['rate']:.2f} steps/s", flush=True)
 
     from mixprobe.env import SMALL_MODEL_PARAMS, environment
 
@@ -145,38 +146,42 @@ def main() -> None:
     out.mkdir(parents=True, exist_ok=True)
     (out / "threads.json").write_text(json.dumps({"environment": env, "cpu_count": n_all, "steps": rows,
                                                   "sft": sft, "small_model_params": SMALL_MODEL_PARAMS}, indent=1))
-    by = {(r["d_model"], r["load"], r["threads"]): r["steps_per_s"] for r in rows}
+    by = {(r["d_model"], r["load"], r["threads"], r["omp_wait_policy"]): r["steps_per_s"] for r in rows}
+    n = n_all
     lines = [
         "# Thread settings for small models on a shared CPU",
         "",
         f"CPU: {env['cpu_model']} ({n_all} cores). Busy neighbour: another process running a 2-thread torch "
-        f"1024² matmul loop. Each rate is the median of {args.repeats} windows of {args.seconds:g} s in a fresh "
-        "process, after warm-up. Step: forward + backward + AdamW on a batch of 64 × 12 tokens.",
+        f"1024² matmul loop (OpenMP defaults). Each rate is the median of {args.repeats} windows of {args.seconds:g} s "
+        "in a fresh process, after warm-up. Step: forward + backward + AdamW on a batch of 64 × 12 tokens. "
+        "`OMP_WAIT_POLICY` unset is the OpenMP default; `PASSIVE` is what `import mixprobe` sets when the variable is "
+        "unset and torch is not imported yet.",
         "",
         "## Train-step rate by model size (steps/s)",
         "",
-        f"| d_model × layers | parameters | 1 thread alone | {n_all} threads alone | {n_all} threads ÷ 1 alone "
-        f"| 1 thread busy | {n_all} threads busy | busy slowdown, 1 thread | busy slowdown, {n_all} threads |",
-        "|---|---|---|---|---|---|---|---|---|",
+        f"| d_model × layers | parameters | alone: 1 thread | alone: {n} threads | alone: {n} threads, PASSIVE "
+        f"| busy: 1 thread | busy: {n} threads | busy: {n} threads, PASSIVE |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for d, L in SIZES:
         p = next(r["params"] for r in rows if r["d_model"] == d)
-        a1, an, b1, bn = by[(d, "alone", 1)], by[(d, "alone", n_all)], by[(d, "busy", 1)], by[(d, "busy", n_all)]
-        lines.append(f"| {d} × {L} | {p / 1e6:.2f} M | {a1:.2f} | {an:.2f} | {an / a1:.2f}× | {b1:.2f} | {bn:.2f} "
-                     f"| {a1 / b1:.1f}× | {an / bn:.1f}× |")
-    s = {(r["load"], r["policy"]): r["steps_per_s"] for r in sft}
+        cells = [by[(d, load, t, w)] for load in ("alone", "busy") for t, w in settings]
+        lines.append(f"| {d} × {L} | {p / 1e6:.2f} M | " + " | ".join(f"{c:.2f}" for c in cells) + " |")
+    s_ = {(r["load"], r["policy"], r["omp_wait_policy"]): r["steps_per_s"] for r in sft}
+    names = {("mixprobe", "PASSIVE"): f"mixprobe: `thread_budget` (1 thread below {SMALL_MODEL_PARAMS / 1e6:g} M "
+                                      "parameters), PASSIVE",
+             ("all", None): f"all {n} threads, OpenMP defaults (torch as installed)",
+             ("all", "PASSIVE"): f"all {n} threads, PASSIVE"}
     lines += [
         "",
         f"## `mixprobe` SFT on the default organism (trl `SFTTrainer`, steps/s over ≈{args.sft_seconds:g} s)",
         "",
         "| setting | alone | beside the busy process | slowdown |",
         "|---|---|---|---|",
-        f"| mixprobe policy (`thread_budget`: 1 thread below {SMALL_MODEL_PARAMS / 1e6:g} M parameters) "
-        f"| {s[('alone', 'mixprobe')]:.2f} | {s[('busy', 'mixprobe')]:.2f} "
-        f"| {s[('alone', 'mixprobe')] / s[('busy', 'mixprobe')]:.1f}× |",
-        f"| all {n_all} threads (torch default) | {s[('alone', 'all')]:.2f} | {s[('busy', 'all')]:.2f} "
-        f"| {s[('alone', 'all')] / s[('busy', 'all')]:.1f}× |",
     ]
+    for key, label in names.items():
+        a_, b_ = s_[("alone", *key)], s_[("busy", *key)]
+        lines.append(f"| {label} | {a_:.2f} | {b_:.2f} | {a_ / b_:.1f}× |")
     (out / "threads.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 

@@ -18,6 +18,15 @@ from typing import Any
 
 __version__ = "0.1.0"
 
+import os as _os
+import sys as _sys
+
+# OpenMP's default wait policy makes torch's parallel regions crawl beside another busy process (measured: 100× slower
+# training with 2 threads on 2 cores; benchmarks/results/threads.md); an explicit PASSIVE policy degrades gracefully.
+# It only takes effect before torch loads OpenMP, and a value the user set wins.
+if "torch" not in _sys.modules:
+    _os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
 from mixprobe.errors import MixprobeError  # noqa: E402,F401  (cheap: no third-party imports)
 
 _PUBLIC = {

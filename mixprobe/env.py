@@ -13,9 +13,11 @@ Example:
     >>> sorted(k for k in env if k.endswith("_version"))[:3]
     ['peft_version', 'python_version', 'torch_version']
 
-:func:`thread_budget` picks the torch thread count for a model: one thread for small CPU models (they gain little
-from more alone, and lose an order of magnitude beside a busy process), torch's own setting otherwise;
-``MIXPROBE_THREADS=n`` overrides it. Training, evaluation and the demo run inside it.
+:func:`thread_budget` picks the torch thread count for a model: one thread for small CPU models (as fast alone, faster beside a
+busy process: benchmarks/results/threads.md), torch's own
+setting otherwise; ``MIXPROBE_THREADS=n`` overrides it. Training phases, evaluation and revival run inside it.
+``import mixprobe`` also sets ``OMP_WAIT_POLICY=PASSIVE`` when the variable is unset and torch is not loaded yet:
+OpenMP's default wait policy is what makes multi-threaded torch crawl beside a busy process, at every model size.
 
 Constraints: reads ``/proc/cpuinfo`` where it exists (Linux); elsewhere ``platform.processor()``.
 """
@@ -75,9 +77,10 @@ def environment() -> dict:
     return env
 
 
-# Below this many parameters a model runs on one intra-op thread (benchmarks/results/threads.md: such models gain
-# little from a second thread alone and lose an order of magnitude beside a busy process).
-SMALL_MODEL_PARAMS = 20_000_000
+# Below this many parameters a CPU model runs on one intra-op thread. benchmarks/results/threads.md, 2 cores, with the
+# PASSIVE OpenMP wait policy: the organism (d_model 64, 0.1 M parameters) trains as fast on one thread alone and
+# faster on one beside a busy process; from d_model 256 (4 M parameters) two threads win alone and when busy.
+SMALL_MODEL_PARAMS = 1_000_000
 
 
 def threads_for(model: Any = None) -> int:

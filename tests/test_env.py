@@ -46,3 +46,22 @@ def test_mixprobe_threads_overrides_and_is_checked(two_threads, monkeypatch):
     monkeypatch.setenv("MIXPROBE_THREADS", "zero")
     with pytest.raises(ValueError, match="MIXPROBE_THREADS must be a positive integer"):
         env.threads_for(m)
+
+
+def _omp_policy_after(code: str, env_value: str | None) -> str:
+    import os
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
+    if env_value is not None:
+        env["OMP_WAIT_POLICY"] = env_value
+    out = subprocess.run([sys.executable, "-c", code + "; import os; print(os.environ.get('OMP_WAIT_POLICY'))"],
+                         capture_output=True, text=True, env=env, check=True)
+    return out.stdout.strip().splitlines()[-1]
+
+
+def test_import_sets_a_passive_openmp_wait_policy_only_when_it_can_and_the_user_did_not():
+    assert _omp_policy_after("import mixprobe", None) == "PASSIVE"
+    assert _omp_policy_after("import mixprobe", "ACTIVE") == "ACTIVE"           # the user's choice wins
+    assert _omp_policy_after("import torch; import mixprobe", None) == "None"    # too late: OpenMP already loaded

@@ -96,16 +96,3 @@ def test_layer_sweep_curve():
     # held-out accuracy is that of the scikit-learn optimum fitted on the same train rows
     ref = LogisticRegression(C=1.0, solver="newton-cholesky", tol=1e-12).fit(X[3][sw.train_index], y[sw.train_index])
     assert sw.accuracy["l3"] == pytest.approx(ref.score(X[3][sw.test_index], y[sw.test_index]), abs=1 / 100)
-
-
-def test_expressed_split_stacked_refuses_mixed_widths():
-    """The organism's split stacks its sites for ``fit_probes`` (``mixprobe.mixture.studies``)."""
-    from mixprobe.mixture.studies import ExpressedSplit
-    sp = ExpressedSplit(["a", "b"], {"a": np.zeros((3, 4)), "b": np.ones((3, 5))}, np.zeros(3),
-                        {"a": np.zeros((2, 4)), "b": np.ones((2, 5))}, np.zeros(2))
-    with pytest.raises(DataError, match="different widths.*'a': 4, 'b': 5"):
-        sp.stacked()
-    same = ExpressedSplit(["a", "b"], {"a": np.zeros((3, 4)), "b": np.ones((3, 4))}, np.arange(3),
-                          {"a": np.zeros((2, 4)), "b": np.ones((2, 4))}, np.arange(2))
-    Xtr, ytr, Xte, yte = same.stacked()
-    assert Xtr.shape == (2, 3, 4) and Xtr.dtype == np.float32 and Xte[1].sum() == 8 and list(yte) == [0, 1]
