@@ -14,7 +14,8 @@ Example:
     ['peft_version', 'python_version', 'torch_version']
 
 :func:`thread_budget` picks the torch thread count for a model: one thread for small CPU models (as fast alone,
-faster beside a busy process: benchmarks/results/threads.md), torch's own setting otherwise; ``MIXPROBE_THREADS=n`` overrides it. Training phases, evaluation and revival run inside it.
+faster beside a busy process: benchmarks/results/threads.md), torch's own setting otherwise; ``MIXPROBE_THREADS=n``
+overrides it. Training phases, evaluation and revival run inside it.
 ``import mixprobe`` also sets ``OMP_WAIT_POLICY=PASSIVE`` when the variable is unset and torch is not loaded yet:
 OpenMP's default wait policy is what makes multi-threaded torch crawl beside a busy process, at every model size.
 
