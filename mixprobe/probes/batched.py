@@ -126,12 +126,32 @@ def _stack(X: Any, checked: dict[str, np.ndarray], dtype: torch.dtype,
     return names, stacks
 
 
+def _per_site_C(C: Any, sites: list[str]) -> dict[str, float]:
+    """``{site: C}`` from one value, a mapping over the sites, or one value per site (each > 0)."""
+    if isinstance(C, Mapping):
+        missing = [s for s in sites if s not in C]
+        if missing:
+            raise DataError(f"C has no value for sites {missing}; give every site one, or one C for all")
+        out = {s: float(C[s]) for s in sites}
+    elif isinstance(C, (int, float, np.floating, np.integer)):
+        out = dict.fromkeys(sites, float(C))
+    else:
+        vals = [float(c) for c in C]
+        if len(vals) != len(sites):
+            raise DataError(f"{len(vals)} values of C for {len(sites)} sites; give one per site (or one for all)")
+        out = dict(zip(sites, vals))
+    bad = {s: c for s, c in out.items() if not c > 0}
+    if bad:
+        raise DataError(f"C must be > 0, got {bad}")
+    return out
+
+
 def fit_probes(
     X: Any,
     y: Any,
     *,
     estimator: str | Any = "logistic",
-    C: float = 1.0,
+    C: float | Mapping[str, float] | Sequence[float] = 1.0,
     sites: Sequence[str] | None = None,
     sample_weight: Any = None,
     fit_intercept: bool = True,
@@ -144,7 +164,8 @@ def fit_probes(
     """Fit one probe per site: ``X`` is ``{site: [n, d]}`` or ``[n_sites, n, d]`` (numpy or torch), ``y`` ``[n]``.
 
     ``estimator="logistic"`` solves all sites in one solver call (``C``, ``fit_intercept``,
-    ``max_iter``, ``tol``, ``dtype``, ``device`` apply); ``"mass_mean"``, ``"lat"`` or an estimator instance are
+    ``max_iter``, ``tol``, ``dtype``, ``device`` apply; ``C`` is one value, ``{site: C}`` or one value per site in
+    site order, e.g. each site's cross-validated strength); ``"mass_mean"``, ``"lat"`` or an estimator instance are
     cloned and fitted per site. Returns :class:`ProbeFits` (``.probes[site]``, ``.summary[site]``).
 
     ``solver``: ``"newton-cg"`` (default; :func:`~mixprobe.probes.solver.newton_cg_logistic`: on CPU one Gram or
@@ -172,8 +193,7 @@ def fit_probes(
     probes: dict[str, Any] = {}
     summary: dict[str, dict[str, float]] = {}
     if isinstance(estimator, str) and estimator == "logistic":
-        if not C > 0:
-            raise DataError(f"C must be > 0, got {C}")
+        c_of = _per_site_C(C, list(feats))
         solve = logistic_solver(solver)
         dt = torch_dtype(dtype)
         dev = torch.device(device) if device else torch.device("cpu")
@@ -182,12 +202,13 @@ def fit_probes(
         swt = None if sample_weight is None else torch.as_tensor(sw)   # unweighted: no per-site weighted copy
         hit = {}
         for ss, Xs in zip(names, stacks):
-            res = solve(Xs, yt, swt, C=C, fit_intercept=fit_intercept, max_iter=max_iter, tol=tol)
+            res = solve(Xs, yt, swt, C=[c_of[s] for s in ss], fit_intercept=fit_intercept, max_iter=max_iter,
+                        tol=tol)
             # train accuracy from the solver's final margins (no second pass over the features)
             correct = ((res.margin.cpu().numpy() > 0) == (y01 > 0.5)).mean(1)
             sol = res.numpy()                               # every site's solution moved to numpy at once
             for i, s in enumerate(ss):
-                p = LogisticProbe(C=C, fit_intercept=fit_intercept, max_iter=max_iter, tol=tol, dtype=dtype,
+                p = LogisticProbe(C=c_of[s], fit_intercept=fit_intercept, max_iter=max_iter, tol=tol, dtype=dtype,
                                   device=device, solver=solver)
                 p.classes_ = classes
                 p._set_fitted(*(a[i] for a in sol))

@@ -96,3 +96,25 @@ def test_layer_sweep_curve():
     # held-out accuracy is that of the scikit-learn optimum fitted on the same train rows
     ref = LogisticRegression(C=1.0, solver="newton-cholesky", tol=1e-12).fit(X[3][sw.train_index], y[sw.train_index])
     assert sw.accuracy["l3"] == pytest.approx(ref.score(X[3][sw.test_index], y[sw.test_index]), abs=1 / 100)
+
+
+def test_C_per_site_matches_scikit_learn_at_each_strength():
+    rng = np.random.default_rng(3)
+    y = rng.integers(0, 2, 300)
+    X = rng.normal(size=(3, 300, 12)) + 0.8 * y[None, :, None] * rng.normal(size=(3, 1, 12))
+    feats = {"a": X[0], "b": X[1], "c": X[2]}
+    Cs = {"a": 0.01, "b": 1.0, "c": 100.0}
+    for C in (Cs, [Cs["a"], Cs["b"], Cs["c"]]):
+        fits = fit_probes(feats, y, C=C, dtype="float64", tol=1e-10)
+        for s, c in Cs.items():
+            ref = LogisticRegression(C=c, solver="newton-cholesky", tol=1e-12).fit(feats[s], y)
+            assert fits.probes[s].C == c
+            assert np.allclose(fits.probes[s].coef_.ravel(), ref.coef_.ravel(), atol=1e-5)
+    same = fit_probes({"a": X[0], "b": X[0]}, y, C={"a": 0.01, "b": 100.0})  # one site's data at two strengths
+    assert np.linalg.norm(same.probes["a"].coef_) < 0.5 * np.linalg.norm(same.probes["b"].coef_)
+    with pytest.raises(DataError, match="no value for sites"):
+        fit_probes(feats, y, C={"a": 1.0})
+    with pytest.raises(DataError, match="2 values of C for 3 sites"):
+        fit_probes(feats, y, C=[1.0, 2.0])
+    with pytest.raises(DataError, match="C must be > 0"):
+        fit_probes(feats, y, C={"a": 1.0, "b": 0.0, "c": 1.0})
