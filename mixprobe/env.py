@@ -104,9 +104,9 @@ def threads_for(model: Any = None) -> int:
 def thread_budget(model: Any = None) -> Iterator[int]:
     """Run the block with :func:`threads_for` ``(model)`` torch intra-op threads; the previous count is restored.
 
-    Small models on a shared CPU: a 2-layer organism trains about as fast on one thread as on all of them when the
-    machine is idle, and many times faster than on all of them when another process keeps a core busy (every
-    parallel region waits for a descheduled thread). Large models keep every thread.
+    Small models on a shared CPU: the tag-mixture organism's SFT on one thread runs about a sixth slower than on two
+    when the machine is idle and far faster when another process keeps a core busy (benchmarks/results/threads.md).
+    Larger models keep every thread.
     """
     import torch
 

@@ -179,7 +179,11 @@ class Layout:
 
     def head(self, h: torch.Tensor) -> torch.Tensor:
         """Final norm + unembedding (+ soft-capping) of the residual stream ``h``."""
-        logits = self.lm_head(self.final_norm(h))
+        return self.unembed(self.final_norm(h))
+
+    def unembed(self, h: torch.Tensor) -> torch.Tensor:
+        """Unembedding (+ Gemma 2/3 soft-capping) of a final-norm output ``h``."""
+        logits = self.lm_head(h)
         cap = self.softcap
         return torch.tanh(logits / cap) * cap if cap else logits
 

@@ -106,11 +106,6 @@ def final_hidden_device(arch: Arch) -> torch.device:
     return next(arch.model.parameters()).device
 
 
-def _logits(arch: Arch, h: torch.Tensor) -> torch.Tensor:
-    z = arch.lm_head(h)
-    return torch.tanh(z / arch.softcap) * arch.softcap if arch.softcap else z
-
-
 def readout_vector(arch: Arch, toward: int, away: int) -> torch.Tensor:
     """``W_U[toward] − W_U[away]``: the vector whose dot product with ``h`` is the (pre-bias) logit difference."""
     W = arch.lm_head.weight.detach().float()
@@ -186,8 +181,8 @@ def readout_patch(
         z_p = arch.lm_head(h_p)
         du = d / d.norm()
         h_proj = h_t + mask[..., None].to(h_t.dtype) * (((h_s - h_t) @ du)[..., None] * du)
-        logits_t, logits_s = _logits(arch, h_t), _logits(s_arch, h_s_own).to(dev)
-        logits_p, logits_proj = _logits(arch, h_p), _logits(arch, h_proj)
+        logits_t, logits_s = arch.unembed(h_t), s_arch.unembed(h_s_own).to(dev)
+        logits_p, logits_proj = arch.unembed(h_p), arch.unembed(h_proj)
     m_t = evaluate(metric, logits_t, batch).mean()
     m_s = evaluate(metric, logits_s, batch).mean()
     per = evaluate(metric, logits_p, batch)
