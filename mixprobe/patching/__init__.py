@@ -39,6 +39,7 @@ from mixprobe.patching.metrics import (
     evaluate,
     logit_diff,
     token_prob,
+    group_logit_diff,
 )
 from mixprobe.patching.params import (
     ParamPatch,
@@ -58,5 +59,5 @@ __all__ = [
     "Patcher", "ReadoutPatchResult", "SweepResult", "answer_accuracy", "answer_logprob", "apply_patch", "as_batch",
     "attribution_patch", "check_compatible", "compare_with_patching", "evaluate", "logit_diff", "param_groups",
     "param_patch", "param_sweep", "patch", "patch_sweep", "patched_params", "rank_correlation", "readout_patch",
-    "restoration", "subspace_basis", "token_prob", "weight_diff_direction",
+    "restoration", "subspace_basis", "token_prob", "group_logit_diff", "weight_diff_direction",
 ]

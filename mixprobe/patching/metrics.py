@@ -66,6 +66,32 @@ def token_prob(token: int, position: str | int = "last_prompt") -> Metric:
     return metric
 
 
+def group_logit_diff(tokens_a: Sequence[int], tokens_b: Sequence[int], position: str | int = "last_prompt"
+                     ) -> Metric:
+    """Metric ``log P(tokens_a) − log P(tokens_b)`` (each a set of token ids) at ``position``, one per example.
+
+    The gate's log-odds when components are told apart by *which* tokens they answer with rather than by one
+    opening token (e.g. number words vs digits): ``logsumexp`` of the logits over each set.
+
+    Example:
+        >>> import torch
+        >>> from types import SimpleNamespace
+        >>> logits = torch.zeros(1, 2, 4); logits[0, -1] = torch.tensor([0.0, 0.0, 1.0, 1.0])
+        >>> batch = SimpleNamespace(attention_mask=torch.ones(1, 2, dtype=torch.long), prompt_lengths=None)
+        >>> round(float(group_logit_diff([2, 3], [0, 1])(logits, batch)[0]), 6)
+        1.0
+    """
+    a, b = [int(t) for t in tokens_a], [int(t) for t in tokens_b]
+    if not a or not b or set(a) & set(b):
+        raise MetricError(f"group_logit_diff needs two non-empty, disjoint token sets, got {a} and {b}")
+
+    def metric(logits: torch.Tensor, batch: Any) -> torch.Tensor:
+        row = _at(logits, batch, position).float()
+        return torch.logsumexp(row[:, a], -1) - torch.logsumexp(row[:, b], -1)
+    metric.__name__ = f"group_logit_diff({len(a)} vs {len(b)} tokens)"
+    return metric
+
+
 def _answers(answers: Sequence[int] | torch.Tensor) -> torch.Tensor:
     return torch.as_tensor(answers, dtype=torch.long).reshape(-1)
 

@@ -22,6 +22,12 @@ That is a one-dimensional patch (it lies in ``span(d)``) of the logit-relevant c
 direction, or a probe's selection direction). The result also reports the classical projection patch along the
 same ``d`` (``restoration_projection``) and how much the patch moved every *other* logit (``off_target``).
 
+By construction (:func:`readout_by_construction`): when the vocabulary is no larger than ``d_model`` and ``W_U``
+has full row rank, ``W_U`` is right-invertible, so *any* change of the logits is reachable by an edit of the
+final-norm output. A patch or a steering vector there that restores a behaviour then shows that the behaviour is
+decided at the readout, not that the activation carries it; the result says so (``by_construction`` and
+``by_construction_reason``; the tag-mixture organism has vocab 24 ≤ d_model 64).
+
 Example (two random tiny models stand in for an SFT and an RL checkpoint; vocab < d_model, so the readout
 direction moves only the two logits and the logit difference is restored exactly)::
 
@@ -32,8 +38,10 @@ direction moves only the two logits and the logit difference is restored exactly
     >>> sft, rl = tiny_model("llama", vocab_size=16, seed=0), tiny_model("llama", vocab_size=16, seed=1)
     >>> ids = torch.tensor([[1, 5, 6], [1, 7, 6]]); batch = Batch(ids, torch.ones_like(ids))
     >>> res = readout_patch(rl, sft, batch, toward=4, away=3, metric=logit_diff(4, 3))
-    >>> round(res.restoration, 4), res.off_target < 1e-4
-    (1.0, True)
+    >>> round(res.restoration, 4), res.off_target < 1e-4, res.by_construction
+    (1.0, True, True)
+    >>> res.by_construction_reason
+    'vocab 16 ≤ d_model 64: W_U is right-invertible, any logit change is reachable from final_norm'
 
 Constraints: patches only at ``final_norm``, so it changes the logits of the patched positions and nothing else
 (use ``"last_prompt"`` for the gate decision); target and source must share the architecture
@@ -80,6 +88,8 @@ class ReadoutPatchResult:
     alpha: torch.Tensor              # [n_patched] step along d per patched (example, position)
     per_example: torch.Tensor        # [batch] patched metric
     info: dict[str, Any] = field(default_factory=dict)
+    by_construction: bool = False    # vocab ≤ d_model, W_U full row rank: any logit change is reachable here
+    by_construction_reason: str = ""
 
     def to_dict(self) -> dict[str, Any]:
         def num(x: float) -> float | None:
@@ -89,7 +99,42 @@ class ReadoutPatchResult:
                 "restoration": num(self.restoration), "m_projection": self.m_projection,
                 "restoration_projection": num(self.restoration_projection), "ld_target": self.ld_target,
                 "ld_source": self.ld_source, "ld_patched": self.ld_patched, "off_target": self.off_target,
-                "alpha_mean": float(self.alpha.mean()) if self.alpha.numel() else 0.0, **self.info}
+                "alpha_mean": float(self.alpha.mean()) if self.alpha.numel() else 0.0,
+                "by_construction": self.by_construction, "by_construction_reason": self.by_construction_reason,
+                **self.info}
+
+
+def readout_by_construction(model: Any) -> dict[str, Any]:
+    """Whether an edit of the final-norm output can produce *any* change of the logits (then patching and
+    steering there hold by construction).
+
+    True when the vocabulary ``V`` is ≤ ``d_model`` and ``W_U`` (``[V, d_model]``, :class:`~mixprobe.models.layout.
+    Layout`) has rank ``V``: ``W_U`` is then right-invertible, ``W_U W_U⁺ = I``. Returns ``{"by_construction",
+    "reason", "vocab", "d_model", "rank"}`` (``rank`` is computed only when ``V ≤ d_model``; else ``None``).
+
+    Example:
+        >>> from mixprobe.organisms.configs import tiny_model
+        >>> r = readout_by_construction(tiny_model("llama", vocab_size=100))
+        >>> r["by_construction"], r["reason"][:51]
+        (False, 'vocab 100 > d_model 64: W_U is not right-invertible')
+    """
+    from mixprobe.models.layout import Layout
+
+    lay = Layout.of(model)
+    W = lay.lm_head.weight.detach()
+    V, d = int(W.shape[0]), lay.d_model
+    if V > d:
+        return {"by_construction": False, "vocab": V, "d_model": d, "rank": None,
+                "reason": f"vocab {V} > d_model {d}: W_U is not right-invertible; an edit at final_norm reaches only "
+                          f"a {d}-dimensional subspace of logit changes"}
+    rank = int(torch.linalg.matrix_rank(W.double()))
+    if rank < V:
+        return {"by_construction": False, "vocab": V, "d_model": d, "rank": rank,
+                "reason": f"vocab {V} ≤ d_model {d} but W_U has rank {rank} < {V}: not every logit change is "
+                          "reachable from final_norm"}
+    return {"by_construction": True, "vocab": V, "d_model": d, "rank": rank,
+            "reason": f"vocab {V} ≤ d_model {d}: W_U is right-invertible, any logit change is reachable from "
+                      "final_norm"}
 
 
 def final_hidden(arch: Arch, batch: Any) -> torch.Tensor:
@@ -191,6 +236,7 @@ def readout_patch(
     others = torch.ones(V, dtype=torch.bool, device=z_p.device)
     others[[a, b]] = False
     dz = (z_p - z_t)[mask][:, others]
+    flag = readout_by_construction(arch.model)
     return ReadoutPatchResult(
         position=label(position), direction=d_name, m_target=mt, m_source=ms, m_patched=mp,
         restoration=float(restoration(mp, mt, ms)), m_projection=mj,
@@ -199,7 +245,9 @@ def readout_patch(
         off_target=float(dz.abs().max()) if dz.numel() else 0.0, alpha=alpha[mask].cpu(), per_example=per.cpu(),
         info={"toward": a, "away": b, "direction_norm": float(d.norm()), "readout_gain": gain,
               "batch_size": int(batch.input_ids.shape[0])},
+        by_construction=flag["by_construction"], by_construction_reason=flag["reason"],
     )
 
 
-__all__ = ["ReadoutPatchResult", "final_hidden", "readout_direction", "readout_patch", "readout_vector"]
+__all__ = ["ReadoutPatchResult", "final_hidden", "readout_by_construction", "readout_direction", "readout_patch",
+           "readout_vector"]

@@ -16,7 +16,9 @@ probability at the last prompt token as the metric. Then, source → target:
   (:func:`mixprobe.patching.param_sweep`);
 - subspace patching at ``final_norm``, last prompt token, along the target's selection direction
   ``W_U⁺(e_toward − e_away)``: the coordinate the head reads set to the source's value (readout-matched), and the
-  classical copy of the source activation's projection (:func:`mixprobe.patching.readout_patch`).
+  classical copy of the source activation's projection (:func:`mixprobe.patching.readout_patch`). Where the
+  vocabulary is ≤ ``d_model`` (``W_U`` right-invertible) the text says that this patch holds by construction
+  (:func:`mixprobe.patching.readout.readout_by_construction`).
 
 Example::
 
@@ -169,6 +171,12 @@ def patching_sections(series, *, target_phase: str | None = None, source_phase: 
                          f"gate moved into the output weights of {good}/{bad}. It is carried by one coordinate of "
                          "the final hidden state, but the source does not hold a different value of that "
                          "coordinate — only a different readout of it.")
+    if sub.by_construction:
+        lines.append(f"By construction: {sub.by_construction_reason}. The gate-coordinate patch at final_norm "
+                     "therefore restores by construction; its number locates where the readout decides, it is "
+                     "not evidence that the activation carries the difference.")
+    else:
+        lines.append(f"Not by construction: {sub.by_construction_reason}.")
     table = [{"group": row["group"], "restoration": row["restoration"]} for row in par.table()]
     table += [{"group": k, "restoration": v} for k, v in subs.items()]
     data = {"source": src_entry.name, "target": tgt_entry.name, "tag": tag, "toward": good, "away": bad,

@@ -6,7 +6,9 @@ their own task, not only the built-in organism. Mechanism: every section is comp
 task (:mod:`mixprobe.tasks`): phases, cues and components come from them, never from literals. Sections:
 task · behaviour across the series (sampled estimator) · verdict of every later phase against the first phase's
 last checkpoint, with fidelity, off-mixture and KL split · weight diff · probe accuracy by layer × checkpoint ·
-gate readout · steering dose-response · cross-checkpoint patching. A section that does not apply (e.g. the
+gate readout · steering dose-response · cross-checkpoint patching. Every effect is shown beside its null: the
+label-permuted probe, the leave-one-run-out gate readout, random steering directions of the same norm, and a
+by-construction note where an edit at ``final_norm`` can reach any logit change. A section that does not apply (e.g. the
 readout-defined steering direction for a task without signature tokens) says so on the page; a section that
 raises shows the error on the page and is listed under ``errors`` in the JSON (the CLI then exits 1). Nothing
 disappears silently.

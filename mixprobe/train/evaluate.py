@@ -188,3 +188,49 @@ def sft_health(metrics: dict, organism, *, min_agreement: float = 0.5, min_expre
         if max(shares) < min_expressed:
             problems.append(f"{comp} (prior {weight:.2f}) is expressed in {max(shares):.1%} of sampled completions")
     return problems
+
+
+def evaluate_by_format(model, tokenizer, organism, *, n_samples: int = 8, seed: int = 0, batch_size: int = 512) -> dict:
+    """Behaviour per cue and per domain (``in``/``out``): sampled accuracy and component shares, forced
+    accuracy and rule agreement (greedy after the forcing line), and the exact component probabilities
+    (next-token mass on each component's answer tokens) — the keys of :func:`evaluate`. For organisms whose
+    components are told apart by the *form* of a one-token answer (:mod:`mixprobe.organisms.shifts`): the organism
+    gives ``prompt_set``, ``components``, ``cues``, ``in_domain``, ``render``, ``rule``, ``forcing``, ``parse``
+    and ``p`` (answer values ``0 … p−1``)."""
+    rows = organism.prompt_set()
+    prompts = [r["prompt"] for r in rows]
+    vocab = tokenizer.get_vocab()
+    ids = {c: torch.tensor([vocab[organism.render(c, v)] for v in range(organism.p)]) for c in organism.components}
+    probs = next_token_probs(model, tokenizer, prompts, batch_size)
+    mass = {c: probs[:, ids[c]].sum(-1) for c in organism.components}
+    forced_ok, forced_rule = {}, {}
+    for c in organism.components:
+        pr = next_token_probs(model, tokenizer, [f"{organism.forcing(c)} {p}" for p in prompts], batch_size)
+        top = pr.argmax(-1)
+        forced_ok[c] = torch.tensor([int(t) == int(ids[c][r["answer"]]) for t, r in zip(top, rows)]).float()
+        forced_rule[c] = torch.tensor([int(t) == int(ids[c][organism.rule(c, r)])
+                                       for t, r in zip(top, rows)]).float()
+    samples = sample_completions(model, tokenizer, prompts, n_samples=n_samples, seed=seed, max_new_tokens=2,
+                                 batch_size=batch_size)
+    correct = torch.zeros(len(rows))
+    share = {c: torch.zeros(len(rows)) for c in organism.components}
+    for i, (r, outs) in enumerate(zip(rows, samples)):
+        for text in outs:
+            comp, val = organism.parse(text)
+            correct[i] += float(val == r["answer"]) / len(outs)
+            if comp is not None:
+                share[comp][i] += 1 / len(outs)
+    groups = {cue: [i for i, r in enumerate(rows) if r["cue"] == cue] for cue in organism.cues}
+    groups["in"] = [i for i, r in enumerate(rows) if organism.in_domain(r["cue"])]
+    groups["out"] = [i for i, r in enumerate(rows) if not organism.in_domain(r["cue"])]
+    out: dict[str, dict] = {k: {} for k in ("accuracy", "mode_frequency", "forced_accuracy",
+                                            "forced_rule_agreement", "mode_probability", "unparsed")}
+    for g, idx_list in groups.items():
+        idx = torch.tensor(idx_list)
+        out["accuracy"][g] = correct[idx].mean().item()
+        out["mode_frequency"][g] = {c: share[c][idx].mean().item() for c in organism.components}
+        out["unparsed"][g] = 1 - sum(out["mode_frequency"][g].values())
+        out["forced_accuracy"][g] = {c: forced_ok[c][idx].mean().item() for c in organism.components}
+        out["forced_rule_agreement"][g] = {c: forced_rule[c][idx].mean().item() for c in organism.components}
+        out["mode_probability"][g] = {c: mass[c][idx].mean().item() for c in organism.components}
+    return out

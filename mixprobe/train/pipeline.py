@@ -19,16 +19,18 @@ import logging
 import tomllib
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 import torch
 
 from mixprobe.env import thread_budget
 from mixprobe.errors import CheckpointError, OrganismConfigError, TrainingFailedError
 from mixprobe.io import check_weights_dir, prepare_output_dir
+from mixprobe.organisms import KINDS, make_organism, organism_config
 from mixprobe.organisms.configs import tiny_model
 from mixprobe.organisms.tag_mixture import TagMixture, TagMixtureConfig
 from mixprobe.organisms.tokenizer import build_word_tokenizer
-from mixprobe.train.evaluate import evaluate, sft_health
+from mixprobe.train.evaluate import evaluate, evaluate_by_format, sft_health
 from mixprobe.train.rl import RLSettings, run_grpo
 from mixprobe.train.series import Series
 from mixprobe.train.sft import SFTSettings, run_sft
@@ -52,10 +54,12 @@ class TrainConfig:
     """Everything a training run needs; ``TrainConfig.from_toml(path)`` reads the same keys from TOML."""
 
     seed: int = 0
-    organism: TagMixtureConfig = field(default_factory=TagMixtureConfig)
+    organism: Any = field(default_factory=TagMixtureConfig)
     model: ModelSettings = field(default_factory=ModelSettings)
     sft: SFTSettings = field(default_factory=SFTSettings)
     rl: RLSettings = field(default_factory=RLSettings)
+    kind: str = "tag_mixture"
+    """Which built-in organism (:data:`mixprobe.organisms.KINDS`); in TOML, ``kind = ...`` under ``[organism]``."""
 
     @classmethod
     def from_dict(cls, d: dict) -> TrainConfig:
@@ -63,10 +67,13 @@ class TrainConfig:
         unknown = set(d) - known
         if unknown:
             raise OrganismConfigError(f"unknown config sections {sorted(unknown)}; known: {sorted(known)}")
+        org = dict(d.get("organism", {}))
+        kind = str(org.pop("kind", "tag_mixture"))
         try:
             return cls(
                 seed=int(d.get("seed", 0)),
-                organism=TagMixtureConfig.from_dict(d.get("organism", {})),
+                kind=kind,
+                organism=organism_config(kind, org),
                 model=ModelSettings(**d.get("model", {})),
                 sft=SFTSettings(**d.get("sft", {})),
                 rl=RLSettings(**d.get("rl", {})),
@@ -83,7 +90,8 @@ class TrainConfig:
             return cls.from_dict(tomllib.load(f))
 
     def to_dict(self) -> dict:
-        return {"seed": self.seed, "organism": self.organism.to_dict(), "model": asdict(self.model),
+        org = self.organism.to_dict() if self.kind == "tag_mixture" else {"kind": self.kind, **self.organism.to_dict()}
+        return {"seed": self.seed, "organism": org, "model": asdict(self.model),
                 "sft": self.sft.to_dict(), "rl": self.rl.to_dict()}
 
 
@@ -102,10 +110,20 @@ def load_checkpoint(path: str | Path, device: str | torch.device = "cpu"):
     return h.model, h.tokenizer
 
 
-def organism_of(series: Series) -> TagMixture:
-    if series.organism != "tag_mixture":
-        raise OrganismConfigError(f"unknown organism {series.organism!r} in {series.run_dir}")
-    return TagMixture(TagMixtureConfig.from_dict(series.organism_config))
+def organism_of(series: Series) -> Any:
+    """The built-in organism a series was trained on (:func:`mixprobe.organisms.make_organism`)."""
+    if series.organism not in KINDS:
+        raise OrganismConfigError(f"the run {series.run_dir} is not of a built-in organism ({series.organism!r}); "
+                                  f"built-in organisms are {list(KINDS)}")
+    return make_organism(series.organism, series.organism_config)
+
+
+def evaluate_organism(model, tokenizer, organism, *, n_samples: int = 8, seed: int = 0) -> dict:
+    """Behaviour metrics of a checkpoint: :func:`~mixprobe.train.evaluate.evaluate_by_format` for organisms whose
+    components differ by answer form, else the tag mixture's :func:`~mixprobe.train.evaluate.evaluate`."""
+    if callable(getattr(organism, "render", None)):
+        return evaluate_by_format(model, tokenizer, organism, n_samples=n_samples, seed=seed)
+    return evaluate(model, tokenizer, organism, n_samples=n_samples, seed=seed)
 
 
 def _seed_of(series: Series, seed: int | None) -> int:
@@ -119,7 +137,7 @@ def _seed_of(series: Series, seed: int | None) -> int:
 
 def train_sft(run_dir: str | Path, cfg: TrainConfig, *, overwrite: bool = False, progress: bool = True) -> Series:
     """Create ``run_dir`` and train the organism's SFT phase from scratch; returns the series."""
-    organism = TagMixture(cfg.organism)
+    organism = make_organism(cfg.kind, cfg.organism)
     prepare_output_dir(run_dir, overwrite=overwrite)
     tok = build_word_tokenizer(organism.vocabulary())
     model = tiny_model(cfg.model.arch, vocab_size=len(tok), seed=cfg.seed, d_model=cfg.model.d_model,
@@ -137,7 +155,7 @@ def train_sft(run_dir: str | Path, cfg: TrainConfig, *, overwrite: bool = False,
     return series
 
 
-def check_sft(series: Series, organism: TagMixture, cfg: TrainConfig) -> None:
+def check_sft(series: Series, organism: Any, cfg: TrainConfig) -> None:
     """Evaluate the last SFT checkpoint and stop with :class:`TrainingFailedError` if it did not learn.
 
     RL on a model that never learned the components runs happily and reports accuracies near chance, which
@@ -145,9 +163,11 @@ def check_sft(series: Series, organism: TagMixture, cfg: TrainConfig) -> None:
     """
     entry = series.last(cfg.sft.phase)
     model, tok = load_checkpoint(series.path(entry))
-    entry.metrics = evaluate(model, tok, organism, n_samples=8, seed=cfg.seed)
+    entry.metrics = evaluate_organism(model, tok, organism, n_samples=8, seed=cfg.seed)
     series.save()
-    problems = sft_health(entry.metrics, organism, min_agreement=cfg.sft.min_forced_agreement)
+    own = getattr(organism, "health", None)
+    problems = (own(entry.metrics, min_agreement=cfg.sft.min_forced_agreement) if callable(own)
+                else sft_health(entry.metrics, organism, min_agreement=cfg.sft.min_forced_agreement))
     if problems:
         raise TrainingFailedError(
             f"SFT did not learn the organism ({cfg.model.arch}, d_model={cfg.model.d_model}, "
@@ -204,6 +224,6 @@ def evaluate_series(series: Series, *, n_samples: int = 8, seed: int = 0, progre
             continue
         model, tok = load_checkpoint(series.path(entry))
         with thread_budget(model):
-            entry.metrics = evaluate(model, tok, organism, n_samples=n_samples, seed=seed)
+            entry.metrics = evaluate_organism(model, tok, organism, n_samples=n_samples, seed=seed)
     series.save()
     return series

@@ -55,26 +55,34 @@ def cache_root(cache_dir: str | os.PathLike | None = None) -> Path:
     return root
 
 
-def trained_organism(seed: int = 0, *, config: dict | None = None, rl_tags: tuple[str, ...] = ("A", "B"),
+def trained_organism(seed: int = 0, *, config: dict | None = None, rl_tags: tuple[str, ...] | None = None,
                      cache_dir: str | os.PathLike | None = None, progress: bool = True) -> Series:
-    """The tag-mixture series for ``seed``: SFT, then one GRPO phase per tag in ``rl_tags``, evaluated.
+    """The series of a built-in organism for ``seed``: SFT, then one GRPO phase per tag in ``rl_tags``, evaluated.
 
-    Phases are named ``rl`` for tag A and ``rl_<tag>`` for the others. ``config`` is a TrainConfig dict
-    (e.g. ``{"organism": {...}}``) merged with the seed.
+    ``config`` is a TrainConfig dict merged with the seed; ``{"organism": {"kind": "task_coverage"}}`` picks
+    another organism (default: the tag mixture). ``rl_tags`` defaults to ``("A", "B")`` on the tag mixture and to
+    the organism's RL domain (``covered`` / ``early``) otherwise; ``()`` trains SFT only. Phases are named ``rl``
+    for tag A or the domain and ``rl_<tag>`` for the others.
     """
     cfg = TrainConfig.from_dict({**(config or {}), "seed": seed})
+    from mixprobe.organisms import make_organism
+
+    domain = getattr(make_organism(cfg.kind, cfg.organism), "domain", "A")
+    if rl_tags is None:
+        rl_tags = ("A", "B") if cfg.kind == "tag_mixture" else (domain,)
     key_src = json.dumps({"cfg": cfg.to_dict(), "rl_tags": list(rl_tags), "v": mixprobe.__version__},
                          sort_keys=True)
     key = hashlib.sha256(key_src.encode()).hexdigest()[:12]
     root = cache_root(cache_dir)
-    final = root / f"tag_mixture_s{seed}_{key}"
+    final = root / f"{cfg.kind}_s{seed}_{key}"
     if (final / "series.json").exists():
         return Series.load(final)
     tmp = Path(tempfile.mkdtemp(prefix=f".train_s{seed}_", dir=root))
     try:
         train_sft(tmp, cfg, overwrite=True, progress=progress)
         for tag in rl_tags:
-            settings = RLSettings(**{**cfg.rl.to_dict(), "tag": tag, "phase": "rl" if tag == "A" else f"rl_{tag}"})
+            settings = RLSettings(**{**cfg.rl.to_dict(), "tag": tag,
+                                     "phase": "rl" if tag in ("A", domain) else f"rl_{tag}"})
             train_rl(tmp, settings, progress=progress)
         evaluate_series(Series.load(tmp), seed=seed, progress=progress)
         if final.exists():          # another process finished first

@@ -131,3 +131,43 @@ def test_named_errors(pair, make_model, tok):
         readout_patch(rl, sft, TAG_B, toward=m2, away=m1, metric=lambda lg, b: lg[:, -1, 0] * float("nan"))
     with pytest.raises(MetricError, match="one scalar per example"):
         readout_patch(rl, sft, TAG_B, toward=m2, away=m1, metric=lambda lg, b: lg[:, -1])
+
+
+def test_by_construction_flag_where_the_vocabulary_fits_in_d_model(pair):
+    """vocab 24 ≤ d_model 64 with W_U of full row rank: any logit change is reachable at final_norm, and the result
+    says so (the gate-coordinate patch restores by construction)."""
+    rl, sft, (m1, m2) = pair
+    res = readout_patch(rl, sft, TAG_B, toward="m2", away="m1", metric=logit_diff(m2, m1))
+    reason = "vocab 24 ≤ d_model 64: W_U is right-invertible, any logit change is reachable from final_norm"
+    assert res.by_construction is True and res.by_construction_reason == reason
+    d = res.to_dict()
+    assert d["by_construction"] is True and d["by_construction_reason"] == reason
+
+
+def test_no_by_construction_flag_where_the_vocabulary_exceeds_d_model(tok):
+    """vocab 100 > d_model 64: W_U is not right-invertible; the readout direction is then only the least-squares
+    change and moves other logits too (off_target), and the result is not flagged."""
+    from mixprobe.models.handle import ModelHandle
+    from mixprobe.organisms.configs import tiny_model
+
+    t, s = (ModelHandle(tiny_model("llama", vocab_size=100, seed=k), tok) for k in (1, 0))
+    m1, m2 = tok.convert_tokens_to_ids(["m1", "m2"])
+    res = readout_patch(t, s, TAG_B, toward=m2, away=m1, metric=logit_diff(m2, m1))
+    assert res.by_construction is False
+    assert res.by_construction_reason.startswith("vocab 100 > d_model 64: W_U is not right-invertible")
+    assert res.ld_patched == pytest.approx(res.ld_source, abs=1e-3)   # the matched readout still holds …
+    assert res.off_target > 1e-3                                        # … but it no longer leaves the rest alone
+
+
+def test_by_construction_needs_full_row_rank(make_model):
+    """V ≤ d_model is not enough: with two equal unembedding rows their logits cannot move apart."""
+    from mixprobe.patching.readout import readout_by_construction
+
+    model = make_model("llama", seed=2)
+    assert readout_by_construction(model)["by_construction"] is True
+    with torch.no_grad():
+        model.lm_head.weight[4] = model.lm_head.weight[3]
+    flag = readout_by_construction(model)
+    assert flag["by_construction"] is False and flag["rank"] == 23
+    assert flag["reason"] == "vocab 24 ≤ d_model 64 but W_U has rank 23 < 24: not every logit change is reachable " \
+                             "from final_norm"
