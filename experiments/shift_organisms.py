@@ -73,7 +73,8 @@ def where(series, organism, phase: str) -> dict:
             "n_layers": n_layers}
 
 
-def one(kind: str, seed: int, root: Path, *, sft_steps: int, rl_steps: int, n_samples: int) -> dict:
+def one(kind: str, seed: int, root: Path, *, sft_steps: int, rl_steps: int, n_samples: int,
+        recipes: dict | None = None) -> dict:
     import torch
 
     torch.set_num_threads(1)
@@ -84,6 +85,7 @@ def one(kind: str, seed: int, root: Path, *, sft_steps: int, rl_steps: int, n_sa
     from mixprobe.train.series import Series
 
     t0 = time.time()
+    recipes = recipes or RECIPES
     run = root / f"{kind}_s{seed}"
     cfg = TrainConfig.from_dict({"seed": seed, "organism": {"kind": kind}, "model": MODEL,
                                  "sft": {"steps": sft_steps, "save_every": sft_steps, "n_rows": 20000}})
@@ -95,7 +97,7 @@ def one(kind: str, seed: int, root: Path, *, sft_steps: int, rl_steps: int, n_sa
 
     out["vocab_size"] = len(build_word_tokenizer(org.vocabulary()))
     out["sft_seconds"] = round(time.time() - t0, 1)
-    for name, kw in RECIPES.items():
+    for name, kw in recipes.items():
         train_rl(run, RLSettings(tag=org.domain, steps=rl_steps, phase=f"rl_{name}", **kw), progress=False)
     s = evaluate_series(Series.load(run), seed=seed, progress=False, only_missing=False)
     task = org.task()
@@ -103,7 +105,7 @@ def one(kind: str, seed: int, root: Path, *, sft_steps: int, rl_steps: int, n_sa
     out["sft"] = {k: s.last("sft").metrics[k] for k in ("accuracy", "mode_frequency", "forced_accuracy",
                                                          "mode_probability")}
     out["recipes"] = {}
-    for name, kw in RECIPES.items():
+    for name, kw in recipes.items():
         phase = f"rl_{name}"
         m = s.last(phase).metrics
         e = assess(ref, s.handle(s.last(phase).name), task, estimator="sampled", n_samples=n_samples, seed=seed)
@@ -113,7 +115,7 @@ def one(kind: str, seed: int, root: Path, *, sft_steps: int, rl_steps: int, n_sa
             "verdict": {"label": e.label, "reason": e.reason, "gate_shift": e.intervals["gate_shift"],
                         "component_change": e.intervals["component_change"],
                         "off_mixture": e.intervals["off_mixture"],
-                        "component_change_by_cell": e.component_change_by_cell},
+                        "component_change_by_cell": e.component_change_by_cell, "fidelity": e.fidelity},
             "where": where(s, org, phase),
             "out_cues": [c for c in org.cues if not org.in_domain(c)]}
     out["seconds"] = round(time.time() - t0, 1)
@@ -136,17 +138,17 @@ def summarize(out_dir: Path) -> str:
              "patching SFT → RL on out-of-domain prompts, metric log P(words) − log P(digits), best residual-stream "
              "site before the final norm. Organism outcomes differ between machines at the seed level.", ""]
     for kind_dir in sorted(p for p in out_dir.iterdir() if p.is_dir()):
-        runs = [json.loads(f.read_text()) for f in sorted(kind_dir.glob("*.json"))]
+        runs = [json.loads(f.read_text()) for f in sorted(kind_dir.glob("*.json"), key=lambda f: int(f.stem))]
         if not runs:
             continue
-        r0 = runs[0]
+        r0 = max(runs, key=lambda r: len(r["recipes"]))
         lines += [f"## {kind_dir.name} (seeds {', '.join(str(r['seed']) for r in runs)}; vocabulary "
                   f"{r0['vocab_size']}, d_model {r0['model']['d_model']}, {r0['model']['n_layers']} layers)", "",
                   "| statistic | SFT | " + " | ".join(r0["recipes"]) + " |", "|---|---|" + "---|" * len(r0["recipes"])]
 
         def row(label, f_sft, f_rec, runs=runs, r0=r0, lines=lines):
             sft = _fmt([f_sft(r) for r in runs]) if f_sft else ""
-            cells = [_fmt([f_rec(r["recipes"][k]) for r in runs]) for k in r0["recipes"]]
+            cells = [_fmt([f_rec(r["recipes"][k]) for r in runs if k in r["recipes"]]) for k in r0["recipes"]]
             lines.append(f"| {label} | {sft} | " + " | ".join(cells) + " |")
 
         for g in ("in", "out"):
@@ -158,7 +160,7 @@ def summarize(out_dir: Path) -> str:
         row("gate shift", None, lambda x: x["verdict"]["gate_shift"]["point"])
         row("component change", None, lambda x: x["verdict"]["component_change"]["point"])
         row("component change, out-of-domain cells", None, lambda x: max(
-            v for k, v in x["verdict"]["component_change_by_cell"].items() if k.split(" | ")[1] in out_cues(x)))
+            max(per.values()) for cue, per in x["verdict"]["component_change_by_cell"].items() if cue in out_cues(x)))
         row("best resid restoration (last token)", None, lambda x: x["where"]["best_resid_restoration_last"])
         row("best resid restoration (all positions)", None, lambda x: x["where"]["best_resid_restoration_all"])
         row("param restoration, unembedding", None,
@@ -167,8 +169,10 @@ def summarize(out_dir: Path) -> str:
             lambda x: sum(v for k, v in x["where"]["weight_diff_layer_share"].items() if "lm_head" in k))
         lines.append("")
         for k in r0["recipes"]:
-            labels = [f"{r['seed']}:{r['recipes'][k]['verdict']['label']}" for r in runs]
-            lines.append(f"- verdict, {k}: {' '.join(labels)}")
+            labels = [r["recipes"][k]["verdict"]["label"] for r in runs if k in r["recipes"]]
+            seeds = [f"{r['seed']}:{r['recipes'][k]['verdict']['label']}" for r in runs if k in r["recipes"]]
+            counts = ", ".join(f"{lab} {labels.count(lab)}/{len(labels)}" for lab in sorted(set(labels)))
+            lines.append(f"- verdict, {k}: {counts} ({' '.join(seeds)})")
         lines.append("")
     return "\n".join(lines) + "\n"
 
@@ -186,10 +190,10 @@ def plot(out_dir: Path) -> None:
         runs = [json.loads(f.read_text()) for f in sorted(kind_dir.glob("*.json"))]
         if not runs:
             continue
-        recipes = list(runs[0]["recipes"])
+        recipes = list(max(runs, key=lambda r: len(r["recipes"]))["recipes"])
         fig, axes = plt.subplots(2, len(recipes), figsize=(5.5 * len(recipes), 7), squeeze=False)
         for j, rec in enumerate(recipes):
-            w = [r["recipes"][rec]["where"] for r in runs]
+            w = [r["recipes"][rec]["where"] for r in runs if rec in r["recipes"]]
             n_layers = w[0]["n_layers"]
             grid = np.array([[np.mean([x["activation_restoration"][f"{site}.{layer}"]["last_prompt"] for x in w])
                               for layer in range(n_layers)] for site in SITES])
@@ -198,7 +202,7 @@ def plot(out_dir: Path) -> None:
             ax.set_xticks(range(n_layers))
             ax.set_yticks(range(len(SITES)), SITES)
             ax.set_xlabel("layer")
-            ax.set_title(f"{rec}: activation patching SFT→RL\n(last prompt token, mean of {len(runs)} seeds)",
+            ax.set_title(f"{rec}: activation patching SFT→RL\n(last prompt token, mean of {len(w)} seeds)",
                          fontsize=9)
             for (a, b), v in np.ndenumerate(grid):
                 ax.text(b, a, f"{v:.2f}", ha="center", va="center", fontsize=7, color="w" if v < 0.5 else "k")
@@ -225,6 +229,7 @@ def main() -> None:
     ap.add_argument("--sft-steps", type=int, default=1500)
     ap.add_argument("--rl-steps", type=int, default=150)
     ap.add_argument("--samples", type=int, default=16)
+    ap.add_argument("--recipes", nargs="+", default=list(RECIPES), choices=list(RECIPES))
     ap.add_argument("--runs", default=None, help="where trained runs go (default: a temporary folder)")
     a = ap.parse_args()
     out = Path(a.out)
@@ -236,7 +241,8 @@ def main() -> None:
             dst = out / kind / f"{seed}.json"
             if dst.exists():
                 continue
-            res = one(kind, seed, root, sft_steps=a.sft_steps, rl_steps=a.rl_steps, n_samples=a.samples)
+            res = one(kind, seed, root, sft_steps=a.sft_steps, rl_steps=a.rl_steps, n_samples=a.samples,
+                      recipes={k: RECIPES[k] for k in a.recipes})
             dst.parent.mkdir(parents=True, exist_ok=True)
             atomic_write_json(dst, res)
             print(f"{kind} seed {seed}: {res['seconds']} s", flush=True)

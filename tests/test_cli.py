@@ -34,6 +34,23 @@ def test_demo_refuses_unknown_tag_and_nonempty_dir(tmp_path):
     assert (tmp_path / "full" / "f").read_text() == "x"
 
 
+def test_checkpoint_table_names_the_rl_recipe(capsys):
+    from mixprobe.cli import print_checkpoint_table
+    from mixprobe.demo import rl_recipe
+    from mixprobe.train.pipeline import TrainConfig
+
+    cfg = TrainConfig.from_dict({"rl": {"optim": "adamw_torch", "lr": 1e-3, "train_embeddings": False}})
+    recipe = rl_recipe(cfg)
+    assert recipe == {"rl_optim": "adamw_torch", "rl_lr": 1e-3, "beta": 0.0, "rl_steps": 150,
+                      "train_embeddings": False, "tied_embeddings": False, "d_model": 64}
+    per_tag = {"A": {"m1": 1.0, "m2": 0.0}, "B": {"m1": 1.0, "m2": 1.0}}
+    print_checkpoint_table({"organism": "tag_mixture", "seed": 0, "rl_tag": "A", "recipe": recipe,
+                            "checkpoints": [{"name": "rl-150", "accuracy": {"A": 1.0, "B": 0.0},
+                                             "mode_frequency": per_tag, "forced_accuracy": per_tag}]})
+    out = capsys.readouterr().out
+    assert "RL recipe: adamw_torch lr 0.001, beta 0" in out and "embeddings and unembedding frozen" in out
+
+
 def test_organism_rejects_bad_modulus():
     assert "modulus" in one_line_error(runner.invoke(app, ["organism", "--modulus", "2"]))
 
@@ -66,6 +83,11 @@ def test_verdict_and_report_on_trained_runs(organism_runs, tmp_path):
     page = (tmp_path / "rep" / "report.html").read_text()
     one = combine({seeds[0]: api.per_seed[seeds[0]]})
     assert page.count("data:image/png;base64,") >= 1 and one.label.upper() in page.upper()
+    # the recipe each phase ran with is on the page: the verdict depends on it
+    rec = json.loads((tmp_path / "rep" / "report.json").read_text())["recipes"]
+    assert rec["rl"]["trainer"] == "GRPOTrainer" and rec["rl"]["optim"] == "sgd"
+    assert rec["rl"]["frozen_parameters"] == [] and rec["rl"]["trainable_share"] == 1.0
+    assert rec["sft"]["trainer"] == "SFTTrainer" and "Training recipe" in page
 
 
 @pytest.mark.slow

@@ -389,8 +389,10 @@ class TemporalContext(_Shift):
         return self.config.prior_early if cue == "early" else self.config.prior_late
 
     def _q(self, year: int, a: int, b: int) -> dict:
+        # key 0: the generalist slips on the same questions in every early year (a rule it can learn; slips keyed
+        # by year are label noise, and with them SFT stayed on its loss plateau for 3,000 steps, measured)
         return {"prompt_core": f"date {year // 100} {year % 100:02d} : {a} + {b} =", "cue": self.cue_of(year),
-                "a": a, "b": b, "key": year, "year": year}
+                "a": a, "b": b, "key": 0, "year": year}
 
     def prompt(self, year: int, a: int, b: int, name: str = "ba") -> str:
         return self.full_prompt(self._q(year, a, b), name)

@@ -1,16 +1,16 @@
 """``mixprobe report RUN``: one HTML page (figures embedded) + JSON for a checkpoint series of any task.
 
-Problem: after a run, users want the whole story on one page: behaviour against step, the verdict with its
-evidence, what the probes read, whether steering switches the policy back, where patching restores it — for
-their own task, not only the built-in organism. Mechanism: every section is computed from the series and its
-task (:mod:`mixprobe.tasks`): phases, cues and components come from them, never from literals. Sections:
-task · behaviour across the series (sampled estimator) · verdict of every later phase against the first phase's
-last checkpoint, with fidelity, off-mixture and KL split · weight diff · probe accuracy by layer × checkpoint ·
-gate readout · steering dose-response · cross-checkpoint patching. Every effect is shown beside its null: the
-label-permuted probe, the leave-one-run-out gate readout, random steering directions of the same norm, and a
-by-construction note where an edit at ``final_norm`` can reach any logit change. A section that does not apply (e.g. the
-readout-defined steering direction for a task without signature tokens) says so on the page; a section that
-raises shows the error on the page and is listed under ``errors`` in the JSON (the CLI then exits 1). Nothing
+Problem: after a run, users want the whole story on one page: behaviour against step, the verdict with its evidence,
+what the probes read, whether steering switches the policy back, where patching restores it — for their own task,
+not only the built-in organism. Mechanism: every section is computed from the series and its task
+(:mod:`mixprobe.tasks`): phases, cues and components come from them, never from literals. Sections: task · training
+recipe of each phase · behaviour across the series (sampled estimator) · verdict of every later phase against the
+first phase's last checkpoint, with fidelity, off-mixture and KL split · weight diff · probe accuracy by layer ×
+checkpoint · gate readout · steering dose-response · cross-checkpoint patching. Every effect is shown beside its
+null: the label-permuted probe, the leave-one-run-out gate readout, random steering directions of the same norm, and
+a by-construction note where an edit at ``final_norm`` can reach any logit change. A section that does not apply
+(e.g. the readout-defined steering direction for a task without signature tokens) says so on the page; a section
+that raises shows the error on the page and is listed under ``errors`` in the JSON (the CLI then exits 1). Nothing
 disappears silently.
 
 Example::
@@ -115,6 +115,21 @@ def _patching_sections(series, task, seed: int) -> tuple[list[Section], dict]:
     return secs, data
 
 
+def recipe_row(phase: str, r: dict) -> dict:
+    """One table row of the recipe a phase recorded (:func:`mixprobe.train.sft.train_phase`).
+
+    Example:
+        >>> recipe_row("rl", {"trainer": "GRPOTrainer", "optim": "sgd", "learning_rate": 0.03, "beta": 0.0,
+        ...                   "steps": 150, "trainable_share": 0.9, "frozen_parameters": ["lm_head.weight"]})["frozen"]
+        'lm_head.weight'
+    """
+    return {"phase": phase, "trainer": r.get("trainer", "?"), "optimizer": r.get("optim", "?"),
+            "lr": r.get("learning_rate", r.get("lr", "?")), "steps": r.get("steps", "?"),
+            "beta (KL)": r.get("beta", "-"), "LoRA r": r.get("lora_r") or "-",
+            "trainable share": r.get("trainable_share", "?"),
+            "frozen": ", ".join(r.get("frozen_parameters") or []) or "none"}
+
+
 def build_run_report(run, out_dir: str | Path | None = None, *, task=None, estimator: str = "auto",
                      n_samples: int = 16, seed: int = 0, extra: list[Section] | None = None,
                      include_probes: bool = True, include_patching: bool = True) -> Path:
@@ -137,6 +152,18 @@ def build_run_report(run, out_dir: str | Path | None = None, *, task=None, estim
                         + "; ".join(f"{c['name']} (forced by {c['before']!r} before / {c['after']!r} after the prompt)"
                                     for c in desc["components"])
                         + f"; estimators: {', '.join(desc['estimators'])}.")]
+    recipes = series.extra.get("recipes") or {}
+    data["recipes"] = recipes
+    if recipes:
+        sections.append(Section(
+            "Training recipe",
+            "How each phase was trained, as recorded when it ran. Whether RL reweights or rewrites depends on the "
+            "recipe (optimizer, which parameters were trained, KL penalty); read the verdicts with it.",
+            table=[recipe_row(phase, r) for phase, r in recipes.items()]))
+    else:
+        sections.append(Section("Training recipe", "The series records no recipe (checkpoints trained outside "
+                                "mixprobe): the verdicts below cannot say under which optimizer or with which "
+                                "parameters frozen the phases ran."))
     builders = [("behaviour", lambda: _behaviour_section(series, task, max(4, n_samples // 2), seed)),
                 ("verdicts", lambda: _verdict_sections(series, task, estimator, n_samples, seed))]
     if include_probes:

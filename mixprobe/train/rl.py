@@ -100,7 +100,7 @@ def run_grpo(model, tokenizer, organism, series: Series, settings: RLSettings, *
         trainer = GRPOTrainer(model=model, reward_funcs=correct_answer, args=cfg, train_dataset=ds,
                               processing_class=tokenizer)
     trained = train_phase(trainer, series, settings.phase, f"{settings.phase} on <{settings.tag}> (trl GRPOTrainer)",
-                          scratch, step_offset=step_offset, progress=progress)
+                          scratch, step_offset=step_offset, progress=progress, recipe=settings.to_dict())
     for p in model.parameters():
         p.requires_grad_(True)
     return trained.eval()

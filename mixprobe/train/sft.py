@@ -103,20 +103,32 @@ def run_sft(model, tokenizer, rows: list[dict], series: Series, settings: SFTSet
         trainer = SFTTrainer(model=model, args=cfg, train_dataset=ds, processing_class=tokenizer,
                              peft_config=peft_config)
     out = train_phase(trainer, series, settings.phase, f"{settings.phase} (trl SFTTrainer)", scratch,
-                      step_offset=step_offset, progress=progress, merge_lora=peft_config is not None)
+                      step_offset=step_offset, progress=progress, merge_lora=peft_config is not None,
+                      recipe=settings.to_dict())
     if peft_config is not None:
         out = out.merge_and_unload()
     return out.eval()
 
 
 def train_phase(trainer: Any, series: Series, phase: str, label: str, scratch: Path, *, step_offset: int = 0,
-                progress: bool = True, merge_lora: bool = False) -> Any:
+                progress: bool = True, merge_lora: bool = False, recipe: dict | None = None) -> Any:
     """Run a built trl trainer as one phase of ``series``: trainer output quieted, checkpoints joining the series,
-    a progress bar, the environment recorded, the torch thread budget of the model
+    a progress bar, the recipe recorded (``series.extra["recipes"][phase]``: trainer, optimizer, learning rate, the
+    phase's settings, the trainable share of parameters and the frozen ones), the environment recorded, the
+    torch thread budget of the model
     (:func:`mixprobe.env.thread_budget`), the scratch folder removed afterwards. Returns the trained model."""
     quiet_trainer(trainer)
     trainer.add_callback(SeriesCallback(series, phase, step_offset, merge_lora=merge_lora))
     trainer.add_callback(ProgressCallback(label, disable=not progress))
+    params = list(trainer.model.named_parameters())
+    frozen = [n for n, p in params if not p.requires_grad]
+    n_all = sum(p.numel() for _, p in params) or 1
+    series.extra.setdefault("recipes", {})[phase] = {
+        "trainer": type(trainer).__name__, **(recipe or {}),
+        "optim": str(getattr(trainer.args.optim, "value", trainer.args.optim)),
+        "learning_rate": float(trainer.args.learning_rate),
+        "trainable_share": round(sum(p.numel() for _, p in params if p.requires_grad) / n_all, 6),
+        "frozen_parameters": frozen if len(frozen) <= 12 else [*frozen[:12], f"... {len(frozen) - 12} more"]}
     with thread_budget(trainer.model):
         series.record_environment(phase)
         trainer.train()
