@@ -73,6 +73,32 @@ def where(series, organism, phase: str) -> dict:
             "n_layers": n_layers}
 
 
+def forcing(series, organism, phase: str) -> dict:
+    """Does forcing still force? Per domain, with each component's forcing line: the next-token mass on its own
+    answer form and on the other's, and how often the argmax *within its own form* is its rule's value (the
+    policy, read apart from whether the forcing line still wins over the gate)."""
+    import torch
+
+    from mixprobe.train.evaluate import next_token_probs
+
+    h = series.handle(series.last(phase).name)
+    vocab = h.tokenizer.get_vocab()
+    out: dict = {}
+    for dom in ("in", "out"):
+        rows = [r for r in organism.prompt_set() if organism.in_domain(r["cue"]) == (dom == "in")]
+        out[dom] = {}
+        for comp in organism.components:
+            other = next(c for c in organism.components if c != comp)
+            own = torch.tensor([vocab[organism.render(comp, v)] for v in range(organism.p)])
+            oth = torch.tensor([vocab[organism.render(other, v)] for v in range(organism.p)])
+            pr = next_token_probs(h.model, h.tokenizer, [f"{organism.forcing(comp)} {r['prompt']}" for r in rows])
+            rule = torch.tensor([organism.rule(comp, r) for r in rows])
+            out[dom][comp] = {"own_form": round(float(pr[:, own].sum(-1).mean()), 4),
+                              "other_form": round(float(pr[:, oth].sum(-1).mean()), 4),
+                              "rule_given_form": round(float((pr[:, own].argmax(-1) == rule).float().mean()), 4)}
+    return out
+
+
 def one(kind: str, seed: int, root: Path, *, sft_steps: int, rl_steps: int, n_samples: int,
         recipes: dict | None = None) -> dict:
     import torch
@@ -104,6 +130,7 @@ def one(kind: str, seed: int, root: Path, *, sft_steps: int, rl_steps: int, n_sa
     ref = s.handle(s.last("sft").name)
     out["sft"] = {k: s.last("sft").metrics[k] for k in ("accuracy", "mode_frequency", "forced_accuracy",
                                                          "mode_probability")}
+    out["sft"]["forcing"] = forcing(s, org, "sft")
     out["recipes"] = {}
     for name, kw in recipes.items():
         phase = f"rl_{name}"
@@ -117,6 +144,7 @@ def one(kind: str, seed: int, root: Path, *, sft_steps: int, rl_steps: int, n_sa
                         "off_mixture": e.intervals["off_mixture"],
                         "component_change_by_cell": e.component_change_by_cell, "fidelity": e.fidelity},
             "where": where(s, org, phase),
+            "forcing": forcing(s, org, phase),
             "out_cues": [c for c in org.cues if not org.in_domain(c)]}
     out["seconds"] = round(time.time() - t0, 1)
     return out
@@ -157,6 +185,15 @@ def summarize(out_dir: Path) -> str:
                 lambda x, g=g: x["metrics"]["mode_frequency"][g]["specialist"])
             row(f"forced generalist accuracy, {g}", lambda r, g=g: r["sft"]["forced_accuracy"][g]["generalist"],
                 lambda x, g=g: x["metrics"]["forced_accuracy"][g]["generalist"])
+        row("forced generalist: mass on word form, out",
+            lambda r: r["sft"]["forcing"]["out"]["generalist"]["other_form"],
+            lambda x: x["forcing"]["out"]["generalist"]["other_form"])
+        row("forced generalist: rule within digit form, out",
+            lambda r: r["sft"]["forcing"]["out"]["generalist"]["rule_given_form"],
+            lambda x: x["forcing"]["out"]["generalist"]["rule_given_form"])
+        row("forced specialist: rule within word form, out",
+            lambda r: r["sft"]["forcing"]["out"]["specialist"]["rule_given_form"],
+            lambda x: x["forcing"]["out"]["specialist"]["rule_given_form"])
         row("gate shift", None, lambda x: x["verdict"]["gate_shift"]["point"])
         row("component change", None, lambda x: x["verdict"]["component_change"]["point"])
         row("component change, out-of-domain cells", None, lambda x: max(
@@ -175,6 +212,23 @@ def summarize(out_dir: Path) -> str:
             lines.append(f"- verdict, {k}: {counts} ({' '.join(seeds)})")
         lines.append("")
     return "\n".join(lines) + "\n"
+
+
+def backfill(dst: Path, run: Path) -> None:
+    """Add the forcing measurement to a result written before it existed, from its kept run folder."""
+    rec = json.loads(dst.read_text())
+    if "forcing" in rec["sft"] or not (run / "series.json").exists():
+        return
+    from mixprobe.io import atomic_write_json
+    from mixprobe.train.pipeline import organism_of
+    from mixprobe.train.series import Series
+
+    s = Series.load(run)
+    org = organism_of(s)
+    rec["sft"]["forcing"] = forcing(s, org, "sft")
+    for name, r in rec["recipes"].items():
+        r["forcing"] = forcing(s, org, f"rl_{name}")
+    atomic_write_json(dst, rec)
 
 
 def plot(out_dir: Path) -> None:
@@ -240,6 +294,7 @@ def main() -> None:
         for seed in a.seeds:
             dst = out / kind / f"{seed}.json"
             if dst.exists():
+                backfill(dst, root / f"{kind}_s{seed}")
                 continue
             res = one(kind, seed, root, sft_steps=a.sft_steps, rl_steps=a.rl_steps, n_samples=a.samples,
                       recipes={k: RECIPES[k] for k in a.recipes})

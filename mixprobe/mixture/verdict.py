@@ -218,6 +218,16 @@ def compare_views(ref: MixtureView, tgt: MixtureView, th: Thresholds = Threshold
         used = resp_tgt[cue][comp]
         reason += (f"; the largest change is in {comp} under {cue}, which the target expresses "
                    f"{used:.0%} of the time there (reference {resp_ref[cue][comp]:.0%})")
+    fid_t, fid_r = forced_fidelity(tgt, ref), forced_fidelity(ref)
+    extra["forcing_recognised"] = {c: {k: {"reference": fid_r[c][k]["recognised"], "target": fid_t[c][k]["recognised"]}
+                                       for k in comps} for c in cues}
+    if label in ("rewrite", "both") and " | " in cm.argmax:
+        comp, cue = cm.argmax.split(" | ")
+        fr = extra["forcing_recognised"][cue][comp]
+        if fr["target"] < min(0.9, fr["reference"] - 0.05):
+            reason += (f"; but forcing {comp} under {cue} yields {comp} in only {fr['target']:.0%} of the target's "
+                       f"forced completions (reference {fr['reference']:.0%}): part of that change is the forcing "
+                       "losing to the gate, not the component changing")
     by_cue = {c: 0.5 * float(np.abs(np.nanmean(tgt.gate[idx[c]].numpy(), 0) - np.nanmean(ref.gate[idx[c]].numpy(), 0))
                              .sum()) for c in cues}
     cells = {c: {k: (max(float(comp_pp[j, idx[c]].mean()), 0.0) if clip is not None
@@ -225,7 +235,7 @@ def compare_views(ref: MixtureView, tgt: MixtureView, th: Thresholds = Threshold
     return Evidence(label=label, reason=reason, gate_shift=g.point, component_change=cm.point,
                     gate_shift_by_cue=by_cue, component_change_by_cell=cells,
                     responsibilities_ref=resp_ref, responsibilities_tgt=resp_tgt,
-                    fidelity=forced_fidelity(tgt, ref),
+                    fidelity=fid_t,
                     kl_split=kl_split(tgt, ref) if tgt.estimator == "exact" else {},
                     off_mixture=float(tgt.off_mixture.mean()), estimator=tgt.estimator,
                     intervals={"gate_shift": g.to_dict(), "component_change": cm.to_dict(),

@@ -131,3 +131,20 @@ def test_weight_diff_on_causal_lm_covers_the_unembedding():
         b.lm_head.weight[3] += 1.0
     d = weight_diff(a, (b, None))
     assert d["layer_norm_share"] == {**{k: 0.0 for k in d["layer_norm_share"] if k != "lm_head"}, "lm_head": 1.0}
+
+
+def test_a_rewrite_where_forcing_fails_says_so():
+    """When the forced component is no longer what forcing yields at the target, the reason says the change mixes
+    a forcing failure with a component change (the task-coverage organism does this: RL's gate beats the forcing
+    line), and the evidence carries the recognised shares."""
+    ref = random_view(0)
+    answers = ref.answers.clone()
+    answers[1] = answers[1].roll(1, dims=-1)
+    tgt = make_view(torch.tensor([[0.95, 0.05]]).repeat(8, 1), answers)
+    e = compare_views(ref, tgt)
+    assert e.label == "both" and "forcing" not in e.reason          # exact views: forcing always yields k
+    leaky = make_view(tgt.share.clone(), answers)
+    leaky.forced_recognised[1] = 0.4                                  # forcing m2 now yields m2 40 % of the time
+    e = compare_views(ref, leaky)
+    assert "forcing m2" in e.reason and "40%" in e.reason
+    assert e.extra["forcing_recognised"]["B"]["m2"] == {"reference": 1.0, "target": pytest.approx(0.4)}
