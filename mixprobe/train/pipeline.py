@@ -69,6 +69,9 @@ class TrainConfig:
             raise OrganismConfigError(f"unknown config sections {sorted(unknown)}; known: {sorted(known)}")
         org = dict(d.get("organism", {}))
         kind = str(org.pop("kind", "tag_mixture"))
+        rl = dict(d.get("rl", {}))
+        if kind != "tag_mixture" and "tag" not in rl:      # RL runs on the organism's domain unless told otherwise
+            rl["tag"] = getattr(make_organism(kind, organism_config(kind, org)), "domain", "A")
         try:
             return cls(
                 seed=int(d.get("seed", 0)),
@@ -76,7 +79,7 @@ class TrainConfig:
                 organism=organism_config(kind, org),
                 model=ModelSettings(**d.get("model", {})),
                 sft=SFTSettings(**d.get("sft", {})),
-                rl=RLSettings(**d.get("rl", {})),
+                rl=RLSettings(**rl),
             )
         except TypeError as e:
             raise OrganismConfigError(f"bad config key: {e}") from e

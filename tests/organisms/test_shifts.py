@@ -1,6 +1,8 @@
 """The task-coverage and temporal-context organisms: rules, data, task protocol, configs (no training here)."""
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from mixprobe.errors import OrganismConfigError, TaskError
@@ -144,3 +146,14 @@ def test_registry_and_train_config_kinds():
         from mixprobe.tasks import load_task
 
         load_task("mixprobe.organisms.shifts:task_coverage_task", {"covered": []})
+
+
+def test_shipped_configs_and_the_default_rl_domain():
+    root = Path(__file__).resolve().parents[2] / "experiments"
+    cov = TrainConfig.from_toml(root / "task_coverage.toml")
+    tmp = TrainConfig.from_toml(root / "temporal_context.toml")
+    assert (cov.kind, cov.rl.tag, cov.model.d_model) == ("task_coverage", "covered", 48)
+    assert (tmp.kind, tmp.rl.tag, tmp.organism.cutoff) == ("temporal_context", "early", 2010)
+    # without an [rl] tag, RL runs on the organism's domain (the tag mixture keeps <A>)
+    assert TrainConfig.from_dict({"organism": {"kind": "temporal_context"}}).rl.tag == "early"
+    assert TrainConfig.from_dict({}).rl.tag == "A"
