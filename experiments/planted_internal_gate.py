@@ -1,0 +1,203 @@
+"""Do the internal tools find a gate planted inside the network? The planted internal gate over seeds.
+
+Per seed: the 4-layer tag-mixture SFT organism (``trained_organism(seed, config={"model": {"n_layers": 4}},
+rl_tags=())``), then
+
+1. **tag-blind SFT** (the organism as trained): the gate capacity ``√d ‖g ⊙ (W_U[m1] − W_U[m2])‖``
+   (:func:`mixprobe.train.planted_gate.gate_capacity`) and whether a planted switch of ``P(m1 | <B>)`` to 0.9 of the
+   way to 1 is possible at all (:func:`plant_internal_gate` refuses when the final norm forbids it);
+2. **tag-gated SFT** (:func:`mixprobe.train.planted_gate.tag_gated_sft`: 300 more SFT steps with ``m1`` 9:1 under
+   ``<A>``, ``m2`` 9:1 under ``<B>``): plant ``<B>`` toward ``m1`` at layer 1 (target 0.9, ``direction="expressed"``),
+   then :func:`mixprobe.mixture.internal_gate.internal_gate_checks` — (a) cross-checkpoint activation patching
+   ranks ``mlp_out.1`` first, (b) probe steering of the unedited model vs random directions at matched norm,
+   (c) attribution vs real patching Spearman — and the same with ``direction="gradient"`` (a secondary variant).
+
+    python experiments/planted_internal_gate.py --seeds 10 11 12 13 14 15 16 17 18 19 \\
+        --out experiments/results/planted_internal_gate
+
+Writes ``OUT/seeds/<seed>.json`` (a rerun skips finished seeds; ``--cache`` keeps the trained organisms) and
+``OUT/summary.md`` over every seed file present. The CI test ``tests/mixture/test_planted_internal_gate.py`` checks
+seeds 0–2 with the thresholds that held with margin here.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import time
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+LAYER, CUE, TOWARD, AWAY, TARGET = 1, "B", "m1", "m2", 0.9
+CONFIG = {"model": {"n_layers": 4}}
+
+
+def measure(series, *, n_random: int = 32) -> dict:
+    """Everything one seed gives (the planted series must be a 4-layer tag-mixture SFT series)."""
+    from mixprobe.errors import TrainingFailedError
+    from mixprobe.mixture.components import mixture_view
+    from mixprobe.mixture.internal_gate import internal_gate_checks
+    from mixprobe.models.handle import ModelHandle
+    from mixprobe.train.pipeline import load_checkpoint, organism_of
+    from mixprobe.train.planted_gate import gate_capacity, plant_internal_gate, tag_gated_sft
+
+    org = organism_of(series)
+    out: dict = {"seed": series.seed, "layer": LAYER, "cue": CUE, "toward": TOWARD, "away": AWAY, "target": TARGET}
+    blind = ModelHandle(*load_checkpoint(series.path(series.last("sft"))))
+    cap = gate_capacity(blind, org, toward=TOWARD, away=AWAY)
+    view = mixture_view(blind, org)
+    gate = {c: float(view.gate[view.tag_index(c), view.components.index(TOWARD)].mean()) for c in ("A", "B")}
+    try:
+        plant_internal_gate(blind, org, layer=LAYER, cue=CUE, toward=TOWARD, away=AWAY, target=TARGET)
+        err = None
+    except TrainingFailedError as e:
+        err = str(e)
+    out["blind"] = {"capacity": cap, "max_p": 1 / (1 + math.exp(-cap)), "plant_error": err, "gate": gate}
+
+    series = tag_gated_sft(series.run_dir)
+    gated = ModelHandle(*load_checkpoint(series.path(series.last("gated"))))
+    out["gated"] = {"capacity": gate_capacity(gated, org, toward=TOWARD, away=AWAY)}
+    for direction in ("expressed", "gradient"):
+        t0 = time.time()
+        try:
+            edited, edit = plant_internal_gate(gated, org, layer=LAYER, cue=CUE, toward=TOWARD, away=AWAY,
+                                               target=TARGET, direction=direction)
+        except TrainingFailedError as e:
+            out["gated"][direction] = {"plant_error": str(e)}
+            continue
+        t1 = time.time()
+        res = internal_gate_checks(edited, gated, org, layer=LAYER, cue=CUE, toward=TOWARD, away=AWAY,
+                                   n_random=n_random, seed=0)
+        out["gated"][direction] = {"edit": edit.to_dict(), "checks": res.to_dict(),
+                                   "seconds_plant": t1 - t0, "seconds_checks": time.time() - t1}
+    return out
+
+
+def one_seed(seed: int, cache: str | None) -> dict:
+    import torch
+
+    torch.set_num_threads(1)
+    from mixprobe.env import environment
+    from mixprobe.train.zoo import trained_organism
+
+    t0 = time.time()
+    series = trained_organism(seed, config=CONFIG, rl_tags=(), cache_dir=cache, progress=False)
+    out = measure(series)
+    out["seconds"] = time.time() - t0
+    out["environment"] = environment()
+    return out
+
+
+def _f(x: float | None, nd: int = 3) -> str:
+    return "—" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:.{nd}f}"
+
+
+def markdown(rows: list[dict]) -> str:
+    rows = sorted(rows, key=lambda r: r["seed"])
+    seeds = [r["seed"] for r in rows]
+    lines = ["# A planted internal gate: do the internal tools find it?", "",
+             f"Generated by `experiments/planted_internal_gate.py` on seeds {', '.join(map(str, seeds))}: the 4-layer "
+             "tag-mixture organism (SFT only), layer-1 MLP edit `W_out += α v kᵀ` switching `<B>` toward `m1` "
+             f"(target: `P(m1 | <B>)` {TARGET} of the way to 1). Gate = next-token probability of `m1` renormalised "
+             "over `m1`/`m2` at the last prompt token, averaged over the 49 `<B>` prompts.", "",
+             "## 1. The tag-blind SFT organism cannot hold an internal gate", "",
+             "`capacity` = `√d ‖g ⊙ (W_U[m1] − W_U[m2])‖`, the largest logit gap any residual stream can produce "
+             "through the final RMSNorm; `max P` = σ(capacity), the most any internal edit can reach. The target needs "
+             "≈ 0.95.", "", "| seed | P(m1\\|A) | P(m1\\|B) | capacity | max P(m1\\|B) | plant refused |",
+             "|---|---|---|---|---|---|"]
+    for r in rows:
+        b = r["blind"]
+        g = b["gate"] or {}
+        lines.append(f"| {r['seed']} | {_f(g.get('A'))} | {_f(g.get('B'))} | {_f(b['capacity'])} | {_f(b['max_p'])} | "
+                     f"{'yes' if b['plant_error'] else 'no'} |")
+    caps = [r["blind"]["capacity"] for r in rows]
+    lines += ["", f"Capacity {min(caps):.2f}–{max(caps):.2f} logits: no edit of any activation can switch this gate; "
+              "SFT on a tag-blind 50/50 prior keeps the two unembedding rows nearly equal.", "",
+              "## 2. Tag-gated SFT (m1 9:1 under <A>, m2 9:1 under <B>), planted at layer 1", "",
+              "(a) restoration of `mlp_out.L` by cross-checkpoint activation patching (unedited → edited, last prompt "
+              "token, logit gap `z_m1 − z_m2`), its rank among the 4 `mlp_out` sites and its margin over the best "
+              "other; (b) steering the unedited model along the probe direction at `resid_post.1` at the norm of the "
+              "edit's mean activation change: fraction of the switch reached, and the largest |fraction| over 32 "
+              "random directions at the same norm (mean signed in brackets); (c) Spearman of attribution vs real "
+              "patching over the 16 (site, layer) cells (and over the cells where the models differ).", "",
+              "| seed | capacity | P(m1\\|B) before → after | P(m1\\|A) shift | ‖added‖/‖resid‖ | (a) mlp_out.1 | "
+              "rank | margin | (b) steer | random max (mean) | (c) Spearman | non-trivial |",
+              "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        g = r["gated"]
+        e = g.get("expressed", {})
+        if "plant_error" in e:
+            lines.append(f"| {r['seed']} | {_f(g['capacity'])} | plant failed: {e['plant_error'][:80]} |" + " |" * 9)
+            continue
+        ed, c = e["edit"], e["checks"]
+        lines.append(
+            f"| {r['seed']} | {_f(g['capacity'])} | {_f(ed['gate_before'][CUE])} → {_f(ed['gate_after'][CUE])} | "
+            f"{ed['other_shift']['A']:+.4f} | {_f(ed['norms']['added_over_resid'], 2)} | "
+            f"{_f(c['mlp_restoration'][LAYER])} | {c['mlp_rank']} | {_f(c['mlp_margin'])} | "
+            f"{_f(c['steer_fraction'])} | {_f(c['random_max_abs_fraction'])} ({_f(c['random_mean_fraction'])}) | "
+            f"{_f(c['spearman'])} | {_f(c['spearman_nontrivial'])} |")
+    ok = [r["gated"]["expressed"] for r in rows if "checks" in r["gated"].get("expressed", {})]
+    if ok:
+        cs = [o["checks"] for o in ok]
+        eds = [o["edit"] for o in ok]
+        def span(key: str) -> str:
+            xs = [c[key] for c in cs]
+            return f"{min(xs):.3f}–{max(xs):.3f}"
+
+        lines += ["", f"Over {len(ok)} seeds: rank 1 on {sum(c['mlp_rank'] == 1 for c in cs)}; "
+                  f"min mlp_out.1 restoration {min(c['mlp_restoration'][LAYER] for c in cs):.3f}, min margin "
+                  f"{min(c['mlp_margin'] for c in cs):.3f}; steering fraction {span('steer_fraction')}; random max "
+                  f"|fraction| {span('random_max_abs_fraction')} (≤ 0.1 on "
+                  f"{sum(c['random_max_abs_fraction'] <= 0.1 for c in cs)}); Spearman {span('spearman')} "
+                  f"(non-trivial cells {span('spearman_nontrivial')}); max |P(m1|A) shift| "
+                  f"{max(abs(e['other_shift']['A']) for e in eds):.4f}; forced answers unchanged on ≥ "
+                  f"{min(min(e['forced_agreement'].values()) for e in eds):.3f} of prompts."]
+    lines += ["", "Secondary variant, `direction=\"gradient\"` (v = mean gradient of the logit gap at "
+              "`resid_post.1`):", "", "| seed | ‖added‖/‖resid‖ | (a) rank | (b) steer | random max | (c) Spearman |",
+              "|---|---|---|---|---|---|"]
+    for r in rows:
+        e = r["gated"].get("gradient", {})
+        if "checks" not in e:
+            lines.append(f"| {r['seed']} | plant failed | | | | |")
+            continue
+        c = e["checks"]
+        lines.append(f"| {r['seed']} | {_f(e['edit']['norms']['added_over_resid'], 2)} | {c['mlp_rank']} | "
+                     f"{_f(c['steer_fraction'])} | {_f(c['random_max_abs_fraction'])} | {_f(c['spearman'])} |")
+    env = rows[0]["environment"]
+    secs = sorted(r["seconds"] for r in rows)[len(rows) // 2]
+    lines += ["", f"Machine: {env.get('cpu_model')}, {env.get('cpu_count')} cores, torch {env.get('torch_version')}, "
+              f"transformers {env.get('transformers_version')}, trl {env.get('trl_version')} (one torch thread; median "
+              f"{secs:.0f} s per seed including training)."]
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--seeds", type=int, nargs="+", default=list(range(10, 20)))
+    ap.add_argument("--out", default="experiments/results/planted_internal_gate")
+    ap.add_argument("--cache", default=None, help="where trained organisms are cached (default $MIXPROBE_CACHE)")
+    args = ap.parse_args(argv)
+    out = Path(args.out)
+    (out / "seeds").mkdir(parents=True, exist_ok=True)
+    from mixprobe.io import atomic_write_json
+
+    for seed in args.seeds:
+        path = out / "seeds" / f"{seed}.json"
+        if path.exists():
+            continue
+        row = one_seed(seed, args.cache)
+        atomic_write_json(path, row)
+        c = row["gated"].get("expressed", {}).get("checks")
+        print(seed, f"{row['seconds']:.0f}s", "capacity", round(row["blind"]["capacity"], 3),
+              "" if c is None else f"rank {c['mlp_rank']} steer {c['steer_fraction']:.3f} "
+              f"random {c['random_max_abs_fraction']:.3f} spearman {c['spearman']:.3f}", flush=True)
+    rows = [json.loads(p.read_text()) for p in sorted((out / "seeds").glob("*.json"))]
+    (out / "summary.md").write_text(markdown(rows))
+    print("wrote", out / "summary.md")
+
+
+if __name__ == "__main__":
+    main()
