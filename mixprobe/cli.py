@@ -65,6 +65,12 @@ def print_checkpoint_table(results: dict) -> None:
         row += [f"{c['forced_accuracy'][t][k]:.2f}" for t in tags for k in comps]
         table.add_row(*row)
     console.print(table)
+    r = results.get("recipe")
+    if r:
+        trained = "embeddings and unembedding trained" if r["train_embeddings"] else "embeddings and unembedding frozen"
+        console.print(f"RL recipe: {r['rl_optim']} lr {r['rl_lr']:g}, beta {r['beta']:g}, {r['rl_steps']} steps, "
+                      f"{trained}, {'tied' if r['tied_embeddings'] else 'untied'} embeddings, d_model {r['d_model']}",
+                      highlight=False)
 
 
 @app.command()
@@ -108,10 +114,11 @@ def train(
         train_sft(out, cfg, overwrite=overwrite)
     if phase in ("rl", "all"):
         train_rl(out, cfg.rl, seed=cfg.seed)
+    from mixprobe.demo import rl_recipe
     from mixprobe.train.series import Series, series_results
 
     series = evaluate_series(Series.load(out), seed=cfg.seed)
-    print_checkpoint_table(series_results(series, rl_tag=cfg.rl.tag))
+    print_checkpoint_table(series_results(series, rl_tag=cfg.rl.tag, recipe=rl_recipe(cfg)))
     if series.phase(cfg.rl.phase):
         acc = series.last(cfg.rl.phase).metrics["accuracy"][cfg.rl.tag]
         if acc < 0.9:            # e.g. modulus 11: RL on <A> reaches 0.92 / 0.19 in 150 steps, not 1.0 / 0.0

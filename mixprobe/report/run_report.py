@@ -108,7 +108,9 @@ def _patching_sections(series, task, seed: int) -> tuple[list[Section], dict]:
         raise NotApplicable("cross-checkpoint patching needs two trained phases")
     if not task.has_signatures:
         raise NotApplicable(f"task {task.name!r} declares no signature tokens, so there is no single-token metric "
-                            "for the gate to patch on; use mixprobe.patching with a metric of your own")
+                            "for the gate to patch on; use mixprobe.patching with a metric of your own (e.g. "
+                            "group_logit_diff(tokens_of_one_component, tokens_of_the_other) when components differ by "
+                            "which tokens they answer with; experiments/shift_organisms.py does this)")
     secs, data = patching_sections(series, task=task, source_phase=phases[0], target_phase=phases[-1])
     if not secs:
         raise NotApplicable(data.get("skipped", "nothing to patch"))

@@ -5,12 +5,16 @@ trl's ``GRPOTrainer`` samples ``num_generations`` completions per prompt, scores
 verifiable reward (1 for a correct answer), normalizes rewards within each group and takes a clipped
 policy-gradient step; ``beta > 0`` adds the KL penalty to the reference (the SFT checkpoint).
 
-**Optimizer choice matters, and is a documented knob.** With plain SGD (the default here, lr 0.03) the update
-follows the policy gradient, whose magnitude on an already-confident answer token is ``1 − p ≈ 0``: almost all
-of it lands on the 50/50 mode choice, i.e. on the gate — the replicator dynamics of docs/concepts.md With Adam
-(``optim="adamw_torch"``) the per-parameter normalization amplifies those tiny answer-token gradients and RL on
-tag A also *rewrites* the answer circuits (measured: forced-``m1`` accuracy on B rose from 0 to 1 within 100
-steps). Both are real behaviours of the same trainer; the organism defaults to the one the science describes.
+**The recipe decides what RL does, and is a documented knob** (measured on the tag mixture over 5 seeds per cell,
+experiments/results/sensitivity/summary.md). With plain SGD (the default here, lr 0.03) and every parameter
+trainable, the update follows the policy gradient, whose magnitude on an already-confident answer token is
+``1 − p ≈ 0``: almost all of it lands on the 50/50 mode choice, i.e. on the gate — the replicator dynamics of
+docs/concepts.md (gate shift ≈ 0.50 on every seed; ``reweight`` on 2–4 of 5 seeds, the rest ``undecided``/``both``).
+With the embedding and unembedding frozen (``train_embeddings=False``) the gate barely moves (≤ 0.06) and the same
+RL *rewrites* the components instead (``rewrite`` on 3–4 of 5). With Adam (``optim="adamw_torch"``) the
+per-parameter normalization amplifies the tiny answer-token gradients: the gate moves *and* the components are
+rewritten (``both`` on 5/5 at lr 1e-3). The organism defaults to the recipe the science describes; results record
+the recipe (``series.extra["recipes"]``).
 
 Example:
     >>> RLSettings(tag="A").optim
