@@ -121,11 +121,14 @@ def markdown(rows: list[dict]) -> str:
               "token, logit gap `z_m1 − z_m2`), its rank among the 4 `mlp_out` sites and its margin over the best "
               "other; (b) steering the unedited model along the probe direction at `resid_post.1` at the norm of the "
               "edit's mean activation change: fraction of the switch reached, and the largest |fraction| over 32 "
-              "random directions at the same norm (mean signed in brackets); (c) Spearman of attribution vs real "
+              "random directions at the same norm (mean signed in brackets); (b') the smallest norm at which the probe "
+              "direction reaches 0.8 of the switch (over the edit's norm) and the largest random |fraction| there; "
+              "(c) Spearman of attribution vs real "
               "patching over the 16 (site, layer) cells (and over the cells where the models differ).", "",
               "| seed | capacity | P(m1\\|B) before → after | P(m1\\|A) shift | ‖added‖/‖resid‖ | (a) mlp_out.1 | "
-              "rank | margin | (b) steer | random max (mean) | (c) Spearman | non-trivial |",
-              "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+              "rank | margin | (b) steer | random max (mean) | (b') dose / edit norm | random max at dose | "
+              "(c) Spearman | non-trivial |",
+              "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         g = r["gated"]
         e = g.get("expressed", {})
@@ -138,6 +141,8 @@ def markdown(rows: list[dict]) -> str:
             f"{ed['other_shift']['A']:+.4f} | {_f(ed['norms']['added_over_resid'], 2)} | "
             f"{_f(c['mlp_restoration'][LAYER])} | {c['mlp_rank']} | {_f(c['mlp_margin'])} | "
             f"{_f(c['steer_fraction'])} | {_f(c['random_max_abs_fraction'])} ({_f(c['random_mean_fraction'])}) | "
+            f"{_f(c.get('dose_norm', math.nan) / c['steer_norm'], 2)} | "
+            f"{_f(c.get('random_max_abs_fraction_at_dose'))} | "
             f"{_f(c['spearman'])} | {_f(c['spearman_nontrivial'])} |")
     ok = [r["gated"]["expressed"] for r in rows if "checks" in r["gated"].get("expressed", {})]
     if ok:
@@ -151,7 +156,9 @@ def markdown(rows: list[dict]) -> str:
                   f"min mlp_out.1 restoration {min(c['mlp_restoration'][LAYER] for c in cs):.3f}, min margin "
                   f"{min(c['mlp_margin'] for c in cs):.3f}; steering fraction {span('steer_fraction')}; random max "
                   f"|fraction| {span('random_max_abs_fraction')} (≤ 0.1 on "
-                  f"{sum(c['random_max_abs_fraction'] <= 0.1 for c in cs)}); Spearman {span('spearman')} "
+                  f"{sum(c['random_max_abs_fraction'] <= 0.1 for c in cs)}); at the dose where the probe direction "
+                  f"reaches 0.8 of the switch, random max |fraction| {span('random_max_abs_fraction_at_dose')} (≤ 0.1 "
+                  f"on {sum(c['random_max_abs_fraction_at_dose'] <= 0.1 for c in cs)}); Spearman {span('spearman')} "
                   f"(non-trivial cells {span('spearman_nontrivial')}); max |P(m1|A) shift| "
                   f"{max(abs(e['other_shift']['A']) for e in eds):.4f}; forced answers unchanged on ≥ "
                   f"{min(min(e['forced_agreement'].values()) for e in eds):.3f} of prompts."]
@@ -179,6 +186,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--seeds", type=int, nargs="+", default=list(range(10, 20)))
     ap.add_argument("--out", default="experiments/results/planted_internal_gate")
     ap.add_argument("--cache", default=None, help="where trained organisms are cached (default $MIXPROBE_CACHE)")
+    ap.add_argument("--remeasure", action="store_true", help="recompute finished seeds (from the cached organisms)")
     args = ap.parse_args(argv)
     out = Path(args.out)
     (out / "seeds").mkdir(parents=True, exist_ok=True)
@@ -186,7 +194,7 @@ def main(argv: list[str] | None = None) -> None:
 
     for seed in args.seeds:
         path = out / "seeds" / f"{seed}.json"
-        if path.exists():
+        if path.exists() and not args.remeasure:
             continue
         row = one_seed(seed, args.cache)
         atomic_write_json(path, row)

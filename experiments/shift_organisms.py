@@ -117,7 +117,15 @@ def one(kind: str, seed: int, root: Path, *, sft_steps: int, rl_steps: int, n_sa
                                  "sft": {"steps": sft_steps, "save_every": sft_steps, "n_rows": 20000}})
     out: dict = {"organism": kind, "seed": seed, "model": MODEL, "sft_steps": sft_steps, "rl_steps": rl_steps,
                  "environment": environment()}
-    s = train_sft(run, cfg, overwrite=True, progress=False)
+    from mixprobe.errors import TrainingFailedError
+
+    try:
+        s = train_sft(run, cfg, overwrite=True, progress=False)
+    except TrainingFailedError as e:       # a result, not something to tune away: recorded and counted
+        failed = Series.load(run)
+        out.update(sft_failed=str(e), sft=failed.last("sft").metrics, recipes={},
+                   seconds=round(time.time() - t0, 1))
+        return out
     org = organism_of(s)
     from mixprobe.organisms.tokenizer import build_word_tokenizer
 
@@ -166,7 +174,13 @@ def summarize(out_dir: Path) -> str:
              "patching SFT → RL on out-of-domain prompts, metric log P(words) − log P(digits), best residual-stream "
              "site before the final norm. Organism outcomes differ between machines at the seed level.", ""]
     for kind_dir in sorted(p for p in out_dir.iterdir() if p.is_dir()):
-        runs = [json.loads(f.read_text()) for f in sorted(kind_dir.glob("*.json"), key=lambda f: int(f.stem))]
+        every = [json.loads(f.read_text()) for f in sorted(kind_dir.glob("*.json"), key=lambda f: int(f.stem))]
+        runs = [r for r in every if not r.get("sft_failed")]
+        failed = [r["seed"] for r in every if r.get("sft_failed")]
+        if failed:
+            lines += [f"**{kind_dir.name}: SFT failed its health check on {len(failed)} of {len(every)} seeds "
+                      f"({', '.join(map(str, failed))})**: the forced components did not follow their rules; RL "
+                      "was not run on them and they are left out of the table below.", ""]
         if not runs:
             continue
         r0 = max(runs, key=lambda r: len(r["recipes"]))
@@ -217,7 +231,7 @@ def summarize(out_dir: Path) -> str:
 def backfill(dst: Path, run: Path) -> None:
     """Add the forcing measurement to a result written before it existed, from its kept run folder."""
     rec = json.loads(dst.read_text())
-    if "forcing" in rec["sft"] or not (run / "series.json").exists():
+    if rec.get("sft_failed") or "forcing" in rec["sft"] or not (run / "series.json").exists():
         return
     from mixprobe.io import atomic_write_json
     from mixprobe.train.pipeline import organism_of
@@ -241,7 +255,7 @@ def plot(out_dir: Path) -> None:
     import numpy as np
 
     for kind_dir in sorted(p for p in out_dir.iterdir() if p.is_dir()):
-        runs = [json.loads(f.read_text()) for f in sorted(kind_dir.glob("*.json"))]
+        runs = [r for r in (json.loads(f.read_text()) for f in sorted(kind_dir.glob("*.json"))) if r["recipes"]]
         if not runs:
             continue
         recipes = list(max(runs, key=lambda r: len(r["recipes"]))["recipes"])

@@ -14,7 +14,9 @@ token). Mechanism: :func:`internal_gate_checks` compares the edited model (``ref
   model's own gate ``P(toward | x)`` and ``1 − P``); the *unedited* model is steered along the probe's unit
   direction (:func:`~mixprobe.steering.steer`, last prompt token) at the norm of the mean activation difference
   the edit makes there, and along ``n_random`` random unit directions at the same norm. Fraction = the change of
-  ``P(toward | cue)`` over the behaviour switch (edited minus unedited).
+  ``P(toward | cue)`` over the behaviour switch (edited minus unedited). Also (b'): the smallest norm at which the
+  probe direction reaches 0.8 of the switch (``dose_norm``), and the random directions at that norm
+  (``random_fractions_at_dose``) — at the edit's norm a random vector can erase the cue by sheer size.
 - **(c) attribution** — :func:`~mixprobe.patching.compare_with_patching` over every (``resid_pre``, ``attn_out``,
   ``mlp_out``, ``resid_post``) × layer cell at the last prompt token: Spearman rank correlation of the
   gradient × activation-difference estimate with real patching (also over the cells where the two models differ
@@ -65,6 +67,8 @@ class InternalGateChecks:
     random_fractions: list[float]       # (b) the same for each random direction
     spearman: float                     # (c) every cell
     spearman_nontrivial: float          # (c) the cells where the models differ
+    dose_norm: float = float("nan")     # (b') the smallest norm at which the probe direction reaches DOSE_FRACTION
+    random_fractions_at_dose: list[float] = field(default_factory=list)   # (b') random directions at that norm
     grid_sites: list[str] = field(default_factory=list)
     grid_real: list[float] = field(default_factory=list)      # (c) real patching effect per cell
     grid_attribution: list[float] = field(default_factory=list)
@@ -77,12 +81,21 @@ class InternalGateChecks:
     def random_max_abs_fraction(self) -> float:
         return float(max(abs(f) for f in self.random_fractions)) if self.random_fractions else float("nan")
 
+    @property
+    def random_max_abs_fraction_at_dose(self) -> float:
+        fr = self.random_fractions_at_dose
+        return float(max(abs(f) for f in fr)) if fr else float("nan")
+
     def to_dict(self) -> dict[str, Any]:
         out = {k: getattr(self, k) for k in self.__dataclass_fields__}
         out["switch"] = self.switch
         out["random_max_abs_fraction"] = self.random_max_abs_fraction
+        out["random_max_abs_fraction_at_dose"] = self.random_max_abs_fraction_at_dose
         out["random_mean_fraction"] = float(np.mean(self.random_fractions)) if self.random_fractions else None
         return out
+
+
+DOSE_FRACTION = 0.8
 
 
 def _gate(handle: Any, batch: Any, sig: list[int], i_to: int) -> torch.Tensor:
@@ -137,15 +150,28 @@ def internal_gate_checks(reference: Any, source: Any, task: Any, *, layer: int, 
     norm = float(delta.norm())
     cos = float(u @ delta / max(norm, 1e-30))
 
-    def steered(direction: torch.Tensor) -> float:
+    def steered(direction: torch.Tensor, alpha: float = norm) -> float:
         vec = SteeringVector.from_tensors({site: direction}, normalize=True)
-        with steer(src, vec, alpha=norm, positions="last_prompt", batch=cue_batch):
+        with steer(src, vec, alpha=alpha, positions="last_prompt", batch=cue_batch):
             return float(_gate(src, cue_batch, sig, i_to).mean())
 
     p_steer = steered(u)
     gen = torch.Generator().manual_seed(seed)
-    rand = [(steered(torch.randn(src.d_model, generator=gen, dtype=torch.float64)) - p_src) / switch
-            for _ in range(n_random)]
+    dirs = [torch.randn(src.d_model, generator=gen, dtype=torch.float64) for _ in range(n_random)]
+    rand = [(steered(d) - p_src) / switch for d in dirs]
+    # (b') the dose the probe direction needs: the smallest norm reaching DOSE_FRACTION of the switch (bisection
+    # on [0, 4·norm]); random directions at that same norm. A random vector as large as the edit's (often larger
+    # than the residual stream itself) erases the cue and moves the gate toward its prior; at the dose the probe
+    # direction actually needs, the null measures direction, not destruction.
+    lo, hi = 0.0, 4 * norm
+    if (steered(u, hi) - p_src) / switch < DOSE_FRACTION:
+        dose, rand_dose = float("nan"), []
+    else:
+        for _ in range(16):
+            mid = (lo + hi) / 2
+            lo, hi = (mid, hi) if (steered(u, mid) - p_src) / switch < DOSE_FRACTION else (lo, mid)
+        dose = hi
+        rand_dose = [(steered(d, dose) - p_src) / switch for d in dirs]
 
     # (c) attribution vs real patching over every (site, layer) cell
     cmp = compare_with_patching(ref, src, cue_texts, sites=list(GRID), positions=["last_prompt"], metric=metric)
@@ -156,5 +182,6 @@ def internal_gate_checks(reference: Any, source: Any, task: Any, *, layer: int, 
         layer=int(layer), p_source=p_src, p_reference=p_ref, mlp_restoration=mlp, resid_restoration=resid,
         mlp_rank=rank, mlp_margin=margin, steer_norm=norm, probe_accuracy=acc, probe_cosine_v=cos, steer_p=p_steer,
         steer_fraction=(p_steer - p_src) / switch, random_fractions=rand, spearman=cmp.spearman,
+        dose_norm=dose, random_fractions_at_dose=rand_dose,
         spearman_nontrivial=sp_nt, grid_sites=list(cmp.patching.sites), grid_real=real.tolist(),
         grid_attribution=est.tolist())

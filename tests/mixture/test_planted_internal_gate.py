@@ -98,6 +98,10 @@ def test_probe_steering_moves_the_gate_more_than_random_directions(planted, seed
     _, _, _, c, _ = planted[seed]
     assert c.steer_fraction >= 0.6, c.steer_fraction
     assert c.steer_fraction > c.random_max_abs_fraction + 0.2, (c.steer_fraction, c.random_fractions)
+    # at the dose the probe direction needs for 0.8 of the switch, random directions of that norm do little
+    # (0.06-0.18 over 13 seeds; experiments/results/planted_internal_gate/summary.md)
+    assert c.dose_norm == c.dose_norm and c.dose_norm <= 4 * c.steer_norm
+    assert c.random_max_abs_fraction_at_dose <= 0.3, c.random_fractions_at_dose
 
 
 @pytest.mark.parametrize("seed", SEEDS)
