@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import statistics
 import sys
@@ -33,15 +32,11 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 
-def wilson(k: int, n: int, z: float = 1.96) -> tuple[float, float]:
-    """Wilson score interval of a share k/n."""
-    if n == 0:
-        return (0.0, 1.0)
-    p = k / n
-    den = 1 + z * z / n
-    mid = (p + z * z / (2 * n)) / den
-    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / den
-    return (max(0.0, mid - half), min(1.0, mid + half))
+def wilson(k: int, n: int) -> tuple[float, float]:
+    """Wilson 95 % score interval of a share k/n (``(0, 1)`` when n is 0): :func:`mixprobe.mixture.stats.wilson`."""
+    from mixprobe.mixture.stats import wilson as _wilson
+
+    return _wilson(k, n)
 
 
 def _metrics(series, phase: str) -> dict:
