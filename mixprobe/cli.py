@@ -135,9 +135,26 @@ def organism(
     signature: str = typer.Option("token", help="token (m1/m2 mode tokens) or format (bracket style)"),
     n: int = typer.Option(6, "-n", help="rows to show"),
     seed: int = typer.Option(0, help="seed for the sampled rows"),
+    kind: str = typer.Option("tag_mixture", help="tag_mixture, task_coverage or temporal_context"),
 ) -> None:
-    """Show the tag-mixture organism: its rules and a few SFT rows."""
+    """Show a built-in organism: its rules and a few SFT rows."""
     from mixprobe.organisms.tag_mixture import TagMixture, TagMixtureConfig, m3_control_config
+
+    if kind != "tag_mixture":
+        from mixprobe.organisms import make_organism
+
+        other = make_organism(kind, {"modulus": modulus})
+        table = Table(title=f"{kind} (p={modulus}): components told apart by answer form")
+        for col in ("prompt", "completion", "cue", "component"):
+            table.add_column(col)
+        for r in other.sft_rows(n, seed):
+            table.add_row(r["prompt"], r["completion"], r["tag"], r["component"] + (" (forced)" if r["forced"] else ""))
+        console.print(table)
+        console.print(f"cues: {list(other.cues)}; RL domain: {other.domain} "
+                      f"({[c for c in other.cues if other.in_domain(c)]}); the specialist answers in words and is "
+                      "right only there, the generalist answers in digits. Train: experiments/"
+                      f"{kind}.toml", highlight=False)
+        return
 
     cfg = m3_control_config(modulus=modulus, signature=signature) if m3 else TagMixtureConfig(
         modulus=modulus, signature=signature)

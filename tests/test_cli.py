@@ -142,3 +142,12 @@ def test_train_rl_shows_the_table_and_says_when_the_collapse_has_not_finished(or
     assert "rl-000002" in r.output and "acc|A" in r.output            # the per-checkpoint table
     assert "collapse has not finished" in r.output                       # 2 GRPO steps leave <A> near 0.5
     assert Series.load(run).last("rl").metrics["accuracy"]["A"] < 0.9
+
+
+def test_organism_shows_the_other_organisms():
+    r = runner.invoke(app, ["organism", "--kind", "task_coverage", "-n", "4"])
+    assert r.exit_code == 0, r.output
+    assert "RL domain: covered" in r.output and "['add', 'mul', 'max']" in r.output
+    r = runner.invoke(app, ["organism", "--kind", "temporal_context", "-n", "3"])
+    assert r.exit_code == 0 and "date" in r.output and "RL domain: early" in r.output
+    assert "built-in organisms" in one_line_error(runner.invoke(app, ["organism", "--kind", "nope"]))
