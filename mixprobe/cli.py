@@ -47,6 +47,8 @@ def user_errors(fn):
 def print_checkpoint_table(results: dict) -> None:
     cps = results["checkpoints"]
     tags = list(cps[0]["accuracy"])
+    if {"in", "out"} <= set(tags):          # organisms with an RL domain: in / out of it (per cue in results.json)
+        tags = ["in", "out"]
     comps = list(cps[0]["mode_frequency"][tags[0]])
     table = Table(title=f"{results['organism']} · seed {results['seed']} · RL on <{results.get('rl_tag', '?')}>",
                   caption="acc|A: sampled accuracy under <A>; m1|A: frequency of m1 under <A>; "
@@ -120,7 +122,8 @@ def train(
     series = evaluate_series(Series.load(out), seed=cfg.seed)
     print_checkpoint_table(series_results(series, rl_tag=cfg.rl.tag, recipe=rl_recipe(cfg)))
     if series.phase(cfg.rl.phase):
-        acc = series.last(cfg.rl.phase).metrics["accuracy"][cfg.rl.tag]
+        accuracy = series.last(cfg.rl.phase).metrics["accuracy"]
+        acc = accuracy.get(cfg.rl.tag, accuracy.get("in", 1.0))
         if acc < 0.9:            # e.g. modulus 11: RL on <A> reaches 0.92 / 0.19 in 150 steps, not 1.0 / 0.0
             console.print(f"note: RL on <{cfg.rl.tag}> ended at accuracy {acc:.2f} on <{cfg.rl.tag}> after "
                           f"{cfg.rl.steps} steps; the collapse has not finished (more [rl] steps, or a higher lr)")

@@ -151,3 +151,21 @@ def test_organism_shows_the_other_organisms():
     r = runner.invoke(app, ["organism", "--kind", "temporal_context", "-n", "3"])
     assert r.exit_code == 0 and "date" in r.output and "RL domain: early" in r.output
     assert "built-in organisms" in one_line_error(runner.invoke(app, ["organism", "--kind", "nope"]))
+
+
+def test_train_a_task_coverage_organism_from_the_shell(tmp_path):
+    """The whole shell path on another organism: TOML with kind → SFT → GRPO on its domain → table (in / out)."""
+    cfg = tmp_path / "cov.toml"
+    cfg.write_text('seed = 0\n[organism]\nkind = "task_coverage"\nmodulus = 5\nn_names = 20\n'
+                   '[model]\nd_model = 16\nn_layers = 1\nn_heads = 2\n'
+                   '[sft]\nsteps = 4\nsave_every = 4\nn_rows = 64\nmin_forced_agreement = 0.0\n'
+                   '[rl]\nsteps = 2\nsave_every = 2\nbatch_size = 16\nnum_generations = 4\n')
+    r = runner.invoke(app, ["train", str(cfg), "--out", str(tmp_path / "run")])
+    assert r.exit_code == 0, r.output
+    assert "acc|in" in r.output and "acc|out" in r.output and "RL on <covered>" in r.output
+    from mixprobe.train.series import Series
+
+    s = Series.load(tmp_path / "run")
+    assert s.organism == "task_coverage" and s.phases == ["sft", "rl"]
+    assert s.extra["recipes"]["rl"]["tag"] == "covered"
+    assert set(s.last("rl").metrics["accuracy"]) == {"add", "mul", "max", "sub", "min", "dbl", "in", "out"}
