@@ -2,7 +2,9 @@
 
 - ``tag_mixture`` (:mod:`mixprobe.organisms.tag_mixture`): a tag-blind gate over two mode tokens;
 - ``task_coverage`` and ``temporal_context`` (:mod:`mixprobe.organisms.shifts`): gates that read the prompt (task
-  family, date), components told apart by behaviour.
+  family, date), components told apart by behaviour;
+- ``bct`` (:mod:`mixprobe.organisms.bct`): behaviour-compatible training — two behaviours that agree on train
+  prompts and diverge on eval prompts, with a cue-overlap knob.
 
 Example:
     >>> make_organism("temporal_context", {"modulus": 5}).name
@@ -16,7 +18,7 @@ from typing import Any
 
 from mixprobe.errors import OrganismConfigError
 
-KINDS = ("tag_mixture", "task_coverage", "temporal_context")
+KINDS = ("tag_mixture", "task_coverage", "temporal_context", "bct")
 
 
 def _classes(kind: str) -> tuple[Any, Any]:
@@ -32,6 +34,10 @@ def _classes(kind: str) -> tuple[Any, Any]:
         from mixprobe.organisms.shifts import TemporalConfig, TemporalContext
 
         return TemporalContext, TemporalConfig
+    if kind == "bct":
+        from mixprobe.organisms.bct import BCT, BCTConfig
+
+        return BCT, BCTConfig
     raise OrganismConfigError(f"unknown organism {kind!r}; built-in organisms are {list(KINDS)}")
 
 

@@ -3,7 +3,8 @@
 Problem: the headline phenomenon (docs/concepts.md) is what policy-gradient RL does to a mixture's gate. Mechanism:
 trl's ``GRPOTrainer`` samples ``num_generations`` completions per prompt, scores them with the organism's
 verifiable reward (1 for a correct answer), normalizes rewards within each group and takes a clipped
-policy-gradient step; ``beta > 0`` adds the KL penalty to the reference (the SFT checkpoint).
+policy-gradient step; ``beta > 0`` adds the KL penalty to the reference (the SFT checkpoint). ``lora_r`` trains a
+peft LoRA adapter instead of every weight (merged into each saved checkpoint, so the series stays plain HF folders).
 
 **The recipe decides what RL does, and is a documented knob** (measured on the tag mixture over 5 seeds per cell,
 experiments/results/sensitivity/summary.md). With plain SGD (the default here, lr 0.03) and every parameter
@@ -49,6 +50,8 @@ class RLSettings:
     save_every: int = 25
     temperature: float = 1.0
     train_embeddings: bool = True
+    lora_r: int | None = None
+    lora_alpha: int = 16
     phase: str = "rl"
 
     def __post_init__(self) -> None:
@@ -99,12 +102,21 @@ def run_grpo(model, tokenizer, organism, series: Series, settings: RLSettings, *
         for mod in (model.get_input_embeddings(), model.get_output_embeddings()):
             for p in mod.parameters():
                 p.requires_grad_(False)
+    peft_config = None
+    if settings.lora_r:
+        from peft import LoraConfig
+
+        peft_config = LoraConfig(r=settings.lora_r, lora_alpha=settings.lora_alpha, target_modules="all-linear",
+                                 task_type="CAUSAL_LM")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         trainer = GRPOTrainer(model=model, reward_funcs=correct_answer, args=cfg, train_dataset=ds,
-                              processing_class=tokenizer)
+                              processing_class=tokenizer, peft_config=peft_config)
     trained = train_phase(trainer, series, settings.phase, f"{settings.phase} on <{settings.tag}> (trl GRPOTrainer)",
-                          scratch, step_offset=step_offset, progress=progress, recipe=settings.to_dict())
-    for p in model.parameters():
+                          scratch, step_offset=step_offset, progress=progress, merge_lora=peft_config is not None,
+                          recipe=settings.to_dict())
+    if peft_config is not None:
+        trained = trained.merge_and_unload()
+    for p in trained.parameters():
         p.requires_grad_(True)
     return trained.eval()
