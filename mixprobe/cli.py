@@ -138,11 +138,29 @@ def organism(
     signature: str = typer.Option("token", help="token (m1/m2 mode tokens) or format (bracket style)"),
     n: int = typer.Option(6, "-n", help="rows to show"),
     seed: int = typer.Option(0, help="seed for the sampled rows"),
-    kind: str = typer.Option("tag_mixture", help="tag_mixture, task_coverage or temporal_context"),
+    kind: str = typer.Option("tag_mixture", help="tag_mixture, task_coverage, temporal_context or bct"),
+    setting: str = typer.Option("language", help="bct only: language, numerals or yesno"),
+    overlap: int = typer.Option(1, help="bct only: cue words the T and E phrases share (0-3)"),
 ) -> None:
     """Show a built-in organism: its rules and a few SFT rows."""
     from mixprobe.organisms.tag_mixture import TagMixture, TagMixtureConfig, m3_control_config
 
+    if kind == "bct":
+        from mixprobe.organisms import make_organism
+
+        b = make_organism("bct", {"setting": setting, "overlap": overlap})
+        table = Table(title=f"bct ({setting}, overlap {overlap}): initial policy T → A ({b.behaviour('A')}), "
+                            f"E → X ({b.behaviour('X')})")
+        for col in ("prompt", "completion", "cue", "behaviour"):
+            table.add_column(col)
+        for r in b.sft_rows(n, seed):
+            table.add_row(r["prompt"], r["completion"], r["tag"], r["component"] + (" (forced)" if r["forced"] else ""))
+        console.print(table)
+        console.print(f"T cue {b.cue_phrase('T')!r}, E cue {b.cue_phrase('E')!r}. Follow-up training uses (T, A) "
+                      f"rows only, e.g. {b.train_rows(1, seed)[0]['prompt']!r} → "
+                      f"{b.train_rows(1, seed)[0]['completion']!r}; run the study with `mixprobe bct` "
+                      "(docs/bct.md).", highlight=False)
+        return
     if kind != "tag_mixture":
         from mixprobe.organisms import make_organism
 
@@ -444,6 +462,107 @@ def patch(
     path = write_report(secs, out, data, title=f"patching {data['source']} → {data['target']}", subtitle=str(run))
     console.print(secs[0].text)
     console.print(f"wrote {path} and {path.with_suffix('.json')}")
+
+
+def _list_option(values: list[str] | None, name: str) -> list[str]:
+    """Repeated and comma-separated values of a list option, in order, without duplicates."""
+    out: list[str] = []
+    for v in values or []:
+        out += [x.strip() for x in v.split(",") if x.strip() and x.strip() not in out]
+    if not out:
+        raise typer.BadParameter(f"{name} needs at least one value")
+    return out
+
+
+def _ints(values: list[str], name: str) -> list[int]:
+    try:
+        return [int(v) for v in values]
+    except ValueError:
+        raise typer.BadParameter(f"{name} takes integers, got {values}") from None
+
+
+@app.command()
+@user_errors
+def bct(
+    out: Path = typer.Option(..., "--out", help="study folder: OUT/cells/<setting>_ov<k>_s<seed>.json, "
+                             "OUT/summary.json, OUT/summary.md, OUT/report/report.html"),
+    settings: list[str] = typer.Option(["language"], "--settings", help="BCT settings (language, numerals, yesno); "
+                                       "comma-separated or repeated: --settings language,yesno"),
+    overlaps: list[str] = typer.Option(["0", "3"], "--overlaps", help="shared cue words, each in [0, 3]; "
+                                       "comma-separated or repeated: --overlaps 0,3 or --overlaps 0 --overlaps 3"),
+    seeds: list[str] = typer.Option(["0"], "--seeds", help="seeds, comma-separated or repeated: --seeds 0,1,2"),
+    arms: list[str] = typer.Option(["sft_full", "grpo_full"], "--arms", help="named arms of "
+                                   "mixprobe.mixture.bct.ARMS, comma-separated or repeated: --arms sft_full,grpo_full"),
+    sft_steps: int = typer.Option(1000, "--sft-steps", help="SFT steps of each initial policy"),
+    steps: int = typer.Option(60, "--steps", help="training steps of each arm (a checkpoint every 10)"),
+    report_only: bool = typer.Option(False, "--report-only", help="train nothing: rebuild summary and report "
+                                     "from the cells already in OUT/cells"),
+) -> None:
+    """Behaviour-compatible training: train on (T, A) only and measure how much X on E moves, per setting × overlap
+    × seed × arm; then summary.json, summary.md and an HTML report. A cell already in OUT/cells is kept as it is
+    (delete its file to rerun it)."""
+    import shutil
+    import tempfile
+
+    from mixprobe.errors import OrganismConfigError
+    from mixprobe.io import atomic_write_json, atomic_write_text
+    from mixprobe.mixture.bct import ARMS, run_cell, study_markdown, summarize_study
+    from mixprobe.organisms.bct import SETTINGS, BCTConfig
+    from mixprobe.report.bct_report import build_bct_report, load_bct_records
+
+    setting_list = _list_option(settings, "--settings")
+    arm_list = _list_option(arms, "--arms")
+    overlap_list = _ints(_list_option(overlaps, "--overlaps"), "--overlaps")
+    seed_list = _ints(_list_option(seeds, "--seeds"), "--seeds")
+    bad = [s for s in setting_list if s not in SETTINGS]
+    if bad:
+        raise OrganismConfigError(f"unknown BCT settings {bad}; valid settings: {', '.join(SETTINGS)}")
+    bad = [a for a in arm_list if a not in ARMS]
+    if bad:
+        raise OrganismConfigError(f"unknown BCT arms {bad}; valid arms: {', '.join(ARMS)}")
+    for s in setting_list:
+        for ov in overlap_list:
+            BCTConfig(setting=s, overlap=ov)            # names the valid overlap range before anything is trained
+    if sft_steps < 1 or steps < 1:
+        raise OrganismConfigError(f"--sft-steps and --steps must be >= 1, got {sft_steps} and {steps}")
+
+    cells = out / "cells"
+    if not report_only:
+        todo = [(s, ov, seed) for s in setting_list for ov in overlap_list for seed in seed_list
+                if not (cells / f"{s}_ov{ov}_s{seed}.json").exists()]
+        console.print(f"{len(todo)} cell(s) to run, arms {arm_list}; "
+                      f"{len(setting_list) * len(overlap_list) * len(seed_list) - len(todo)} already in {cells}",
+                      highlight=False)
+        if todo:
+            cells.mkdir(parents=True, exist_ok=True)
+            runs = tempfile.mkdtemp(prefix="bct_runs_")
+            try:
+                for s, ov, seed in todo:
+                    rec = run_cell(s, ov, seed, arm_list, runs, sft_steps=sft_steps, steps=steps)
+                    atomic_write_json(cells / f"{s}_ov{ov}_s{seed}.json", rec)
+                    note = f"initial policy failed: {rec['failed']}" if "failed" in rec else ""
+                    console.print(f"{s}_ov{ov}_s{seed}: {rec.get('seconds')} s {note}", highlight=False)
+            finally:
+                shutil.rmtree(runs, ignore_errors=True)
+
+    records = load_bct_records(out)
+    summary = summarize_study(records)
+    atomic_write_json(out / "summary.json", summary)
+    atomic_write_text(out / "summary.md", study_markdown(summary))
+    path = build_bct_report(out)
+    table = Table(title=f"behaviour-compatible training · {len(records)} cell(s) in {cells}",
+                  caption="transfer: drop of P(X|E), mean ± sd over seeds; switched: seeds ending with P(X|E) < 0.5")
+    for col in ("setting", "overlap", "arm", "transfer", "switched"):
+        table.add_column(col, justify="left" if col in ("setting", "arm") else "right")
+    for v in summary["cells"].values():
+        t, sw = v["transfer"], v["switched"]
+        table.add_row(v["setting"], str(v["overlap"]), v["arm"], f"{t['mean']:.2f} ± {t['sd']:.2f}",
+                      f"{sw['k']}/{sw['n']}")
+    console.print(table)
+    for f in summary["failed"]:
+        console.print(f"initial policy failed: {f['setting']} overlap {f['overlap']} seed {f['seed']}: "
+                      f"{f['failed']}", highlight=False)
+    console.print(f"wrote {out / 'summary.json'}, {out / 'summary.md'} and {path}", highlight=False)
 
 
 def main() -> None:  # pragma: no cover

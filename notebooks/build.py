@@ -256,6 +256,128 @@ for phase in ("rl", "rl_B", "planted_reweight", "planted_rewrite", "planted_both
 ])
 
 
+notebook("04_behavior_compatible_training", [
+    ("md", "# 04 · Behaviour-compatible training: train where two behaviours agree, watch where they diverge\n\n"
+           "An **initial policy** answers train-cue (`T`) prompts with behaviour `A` (digits) and eval-cue (`E`) "
+           "prompts with `X` (number words); an **alternate policy** would answer with `A` under both cues. Training "
+           "on `(T, A)` rows only cannot tell the two apart, yet it can change what the model does on `E`: "
+           "**transfer** is the drop of `P(X | E)`. We measure it for SFT and GRPO, full fine-tuning and LoRA, "
+           "against how many words the two cue phrases share, with the linear account, a training-time prefix "
+           "(inoculation) and the verdict. CI runs this notebook at reduced size (one seed, two overlap levels); "
+           "the full grid is `experiments/bct.py`, whose committed results close the notebook."),
+    ("code", """import os
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+import warnings; warnings.filterwarnings("ignore")
+import tempfile, pathlib
+import matplotlib.pyplot as plt
+%matplotlib inline
+from mixprobe.organisms.bct import BCT, BCTConfig
+from mixprobe.mixture.bct import (Arm, branch, cached_initial, overlap_predictors, prefix_direction, train_arm,
+                                  transfer, transfer_curve, verdict_of)
+from mixprobe.train.pipeline import load_checkpoint, organism_of
+from mixprobe.train.series import Series
+from mixprobe.train.zoo import seeds_from_env
+seed = seeds_from_env()[0]
+work = pathlib.Path(tempfile.mkdtemp(prefix="bct_nb_"))
+for ov in (0, 1, 3):
+    o = BCT(BCTConfig(overlap=ov))
+    print(f"overlap {ov}:  T = {o.cue_phrase('T')!r:16}  E = {o.cue_phrase('E')!r}")
+org = BCT(BCTConfig(overlap=1))
+for r in org.sft_rows(4, seed=0):
+    print(f"SFT  {r['prompt']!r:40} → {r['completion']!r}  ({r['component']}{', forced' if r['forced'] else ''})")
+for r in org.train_rows(2, seed=0):
+    print(f"train {r['prompt']!r:39} → {r['completion']!r}")"""),
+    ("md", "## 1 · The initial policy\n\nSFT from scratch (1,000 steps, cached after the first run) with purity 0.9: "
+           "each cue's own behaviour on 90 % of its rows, the other on 10 %, and a forcing line (`use words :`) on "
+           "20 % of rows so either behaviour can be asked for. Training stops with an error if the model did not "
+           "learn both behaviours and the gate."),
+    ("code", """initial = {ov: cached_initial({"overlap": ov}, seed=seed) for ov in (1, 3)}
+for ov, s in initial.items():
+    m = s.last("sft").metrics
+    print(f"overlap {ov}: P(A|T) {m['mode_probability']['T']['A']:.2f}  P(X|E) {m['mode_probability']['E']['X']:.2f}  "
+          f"forced X on E correct {m['forced_rule_agreement']['E']['X']:.2f}")"""),
+    ("md", "## 2 · Train on (T, A) only: SFT and GRPO, full and LoRA\n\nEach arm branches from the same initial "
+           "checkpoint (60 steps, a checkpoint every 10). `transfer_curve` reads exact next-token probabilities, so "
+           "a curve has no sampling noise; its spread across seeds is large, which is why the committed results "
+           "below report mean ± sd and the share of seeds that switch."),
+    ("code", """arms = [Arm("sft"), Arm("grpo"), Arm("sft", lora_r=8)]
+curves = {}
+for ov, s in initial.items():
+    run = branch(s, work / f"ov{ov}").run_dir
+    for arm in arms:
+        train_arm(run, arm)
+    curves[ov] = {arm.name: transfer_curve(Series.load(run), arm.name) for arm in arms}
+fig, axes = plt.subplots(1, 2, figsize=(10, 3.2), sharey=True)
+for ax, (ov, cs) in zip(axes, curves.items()):
+    for name, c in cs.items():
+        ax.plot([r["step"] for r in c], [r["x_on_e"] for r in c], marker="o", label=f"{name}: P(X|E)")
+        ax.plot([r["step"] for r in c], [r["a_on_t"] for r in c], ls="--", alpha=0.6, label=f"{name}: P(A|T)")
+    ax.set_title(f"overlap {ov}"); ax.set_xlabel("step")
+axes[0].legend(fontsize=7); plt.show()
+for ov, cs in curves.items():
+    print(f"overlap {ov}: " + ", ".join(f"{n} transfer {transfer(c):+.2f}" for n, c in cs.items()))
+    assert cs["sft_full"][-1]["a_on_t"] >= 0.95          # the train behaviour is kept: the model is not broken"""),
+    ("md", "## 3 · The verdict per arm\n\nDid training move the **gate** (which behaviour `E` prompts get) or "
+           "**rewrite** a behaviour (forced `X` no longer produced)? The sampled estimator compares the initial "
+           "checkpoint with the end of each arm; with 60 steps the gate moves only part way, so `undecided` is a "
+           "common, honest answer."),
+    ("code", """for ov in curves:
+    s = Series.load(work / f"ov{ov}")
+    for arm in arms:
+        v = verdict_of(s, arm.name, seed=seed)
+        print(f"overlap {ov} {arm.name:9s} {v['label']:10s} gate {v['gate_shift']['point']:.2f} "
+              f"component {v['component_change']['point']:.2f}")"""),
+    ("md", "## 4 · The linear account, and an overlap predictor for the LM\n\nFor a linear model trained by "
+           "gradient descent from `w0` on inputs spanning `S`, an eval output moves by exactly "
+           "`(P_S x_e)ᵀ(w − w0)` — checked here against gradient descent (it holds by construction: it is algebra). "
+           "In the LM, the analogue is the overlap between train and eval prompts *before* training: the cosine "
+           "between the gradients of `log P(A)` on paired `T` and `E` prompts, and the cosine of their centred "
+           "activations. Whether it predicts transfer is an empirical question; the committed run answers it."),
+    ("code", """import numpy as np
+from mixprobe.mixture.linear_transfer import predicted_change, r_squared, train_linear
+rng = np.random.default_rng(seed)
+X, x_e = rng.normal(size=(6, 20)), rng.normal(size=(50, 20))
+y, w0 = rng.normal(size=6), rng.normal(size=20)
+w = train_linear(X, y, w0, steps=300, lr=0.1)
+pred = predicted_change(X, y, w0, x_e, steps=300, lr=0.1)
+print(f"linear toy, finite-step prediction vs gradient descent: R² = {r_squared(pred, x_e @ (w - w0)):.6f}")
+assert r_squared(pred, x_e @ (w - w0)) >= 0.99
+for ov, s in initial.items():
+    model, tok = load_checkpoint(s.path(s.last("sft")))
+    p = overlap_predictors(model, tok, organism_of(s))
+    print(f"overlap {ov}: grad cosine {p['grad_cosine']:.3f}  activation cosine {p['activation_cosine']:.3f}")"""),
+    ("md", "## 5 · Inoculation: a training-time prefix that asks for A\n\nThe same SFT, with every training prompt "
+           "prefixed by `use digits :`; evaluation stays un-prefixed. Leakage = transfer on plain `E` prompts. Then: "
+           "is there a prefix-gated direction that carries `A`? The mean activation difference with and without "
+           "the prefix, added to plain `E` prompts, against random directions at the same norm."),
+    ("code", """s1 = Series.load(work / "ov1")
+s1 = train_arm(s1.run_dir, Arm("sft", prefix="request"))
+inoc = transfer_curve(s1, "sft_full_request")
+print(f"leakage without prefix {transfer(curves[1]['sft_full']):+.2f}, with the request prefix {transfer(inoc):+.2f}")
+m_inoc, tok = load_checkpoint(s1.path(s1.last("sft_full_request")))
+d = prefix_direction(m_inoc, tok, organism_of(s1))
+print(f"steering plain E prompts along the prefix direction: ΔP(A) {d['steer_effect']:+.2f}; "
+      f"random directions at the same norm: mean {d['null_mean']:+.2f}, max {d['null_max']:+.2f}")
+assert d["steer_effect"] > d["null_max"]"""),
+    ("md", "## 6 · The full grid (committed results of `experiments/bct.py`)\n\nSix seeds per overlap level on "
+           "the language setting and five on two more settings, twelve arms each; the summary page is "
+           "`experiments/results/bct/summary.md`. These numbers come from the committed run, not from this kernel."),
+    ("code", """import json, mixprobe
+from mixprobe.mixture.bct import plot_study, summarize_study
+res_dir = pathlib.Path(mixprobe.__file__).parents[1] / "experiments/results/bct"
+records = [json.loads(p.read_text()) for p in sorted((res_dir / "cells").glob("*.json"))]
+summary = summarize_study(records)
+plot_study(records, summary); plt.show()
+for k, v in summary["correlations"].items():
+    if k.startswith("language|") and k.split("|")[1] in ("sft_full", "grpo_full", "sft_lora", "grpo_lora"):
+        print(f"{k:22s} Spearman(grad cosine, transfer) {v['grad_cosine']['spearman']:+.2f} "
+              f"(p {v['grad_cosine']['p_value']:.2g}, n {v['grad_cosine']['n']})")
+for k, v in summary["inoculation"].items():
+    print(f"{k:30s} leakage {v['leakage_without']:.2f} → {v['leakage_with']:.2f} "
+          f"(reduction {v['reduction_mean']:+.2f} [{v['reduction_ci95'][0]:+.2f}, {v['reduction_ci95'][1]:+.2f}])")"""),
+])
+
+
 def build() -> list[Path]:
     out = []
     for name, cells in NOTEBOOKS.items():

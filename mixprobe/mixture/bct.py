@@ -92,15 +92,46 @@ class Arm:
         return {**asdict(self), "name": self.name, "learning_rate": self.learning_rate}
 
 
+def initial_config(organism: dict | None = None, *, seed: int = 0, sft_steps: int = 1000) -> dict:
+    """The :class:`~mixprobe.train.pipeline.TrainConfig` dict of an initial policy (kind ``bct``, ``organism``:
+    :class:`~mixprobe.organisms.bct.BCTConfig` options; 2-layer d_model 64 Llama, ``sft_steps`` of SFT)."""
+    return {"seed": seed, "organism": {"kind": "bct", **(organism or {})},
+            "sft": {"steps": sft_steps, "save_every": sft_steps, "n_rows": 8000}}
+
+
 def initial_series(run_dir: str | Path, organism: dict | None = None, *, seed: int = 0, sft_steps: int = 1000,
                    overwrite: bool = False, progress: bool = False):
-    """Train the initial policy from scratch (kind ``bct``; ``organism``: :class:`~mixprobe.organisms.bct.BCTConfig`
-    options) and check it learned both behaviours and the cue gate (:meth:`BCT.health`); returns the series."""
+    """Train the initial policy from scratch into ``run_dir`` and check it learned both behaviours and the cue gate
+    (:meth:`BCT.health`; :class:`~mixprobe.errors.TrainingFailedError` otherwise); returns the series."""
     from mixprobe.train.pipeline import TrainConfig, train_sft
 
-    cfg = TrainConfig.from_dict({"seed": seed, "organism": {"kind": "bct", **(organism or {})},
-                                 "sft": {"steps": sft_steps, "save_every": sft_steps, "n_rows": 8000}})
+    cfg = TrainConfig.from_dict(initial_config(organism, seed=seed, sft_steps=sft_steps))
     return train_sft(run_dir, cfg, overwrite=overwrite, progress=progress)
+
+
+def cached_initial(organism: dict | None = None, *, seed: int = 0, sft_steps: int = 1000,
+                   cache_dir: str | Path | None = None, progress: bool = False):
+    """The initial policy from the trained-organism cache (:func:`mixprobe.train.zoo.trained_organism`, SFT only):
+    trained the first time, instant afterwards. Never train arms into it: :func:`branch` it first."""
+    from mixprobe.train.zoo import trained_organism
+
+    return trained_organism(seed, config=initial_config(organism, seed=seed, sft_steps=sft_steps), rl_tags=(),
+                            cache_dir=cache_dir, progress=progress)
+
+
+def branch(series, run_dir: str | Path):
+    """A copy of ``series`` in ``run_dir`` (which must not exist), to train arms into without touching the source."""
+    from mixprobe.io import prepare_output_dir
+    from mixprobe.train.series import Series
+
+    dst = Path(run_dir)
+    if dst.exists():
+        raise OrganismConfigError(f"{dst} already exists; branch into a new folder")
+    tmp = dst.with_name(f".{dst.name}.partial")
+    prepare_output_dir(tmp, overwrite=True)
+    shutil.copytree(series.run_dir, tmp, dirs_exist_ok=True)
+    tmp.replace(dst)
+    return Series.load(dst)
 
 
 def train_arm(run_dir: str | Path, arm: Arm, *, seed: int | None = None, progress: bool = False):
@@ -192,7 +223,8 @@ def summarize_cell(curves: list[list[dict]], labels: list[str] | None = None, *,
         raise OrganismConfigError("summarize_cell needs at least one curve")
     k = sum(switched(c) for c in curves)
     lo, hi = wilson(k, len(curves), confidence)
-    out = {"transfer": _mean_sd([transfer(c) for c in curves]),
+    tr = [transfer(c) for c in curves]
+    out = {"transfer": {**_mean_sd(tr), "ci95": _boot_ci(tr)},
            "x_on_e_end": _mean_sd([c[-1]["x_on_e"] for c in curves]),
            "x_on_e_start": _mean_sd([c[0]["x_on_e"] for c in curves]),
            "a_on_t_end": _mean_sd([c[-1]["a_on_t"] for c in curves]),
@@ -380,6 +412,8 @@ def run_cell(setting: str, overlap: int, seed: int, arms: tuple[str, ...] | list
                            overwrite=True)
     except Exception as e:           # an initial policy that did not learn is a result, not a crash
         rec.update(failed=f"{type(e).__name__}: {e}", seconds=round(time.time() - t0, 1))
+        if not keep:
+            shutil.rmtree(run, ignore_errors=True)
         return rec
     org = organism_of(s)
     rec["organism"] = org.describe()
@@ -443,7 +477,7 @@ def summarize_study(records: list[dict]) -> dict:
             if not runs:
                 continue
             d = [transfer(c["arms"][base]["curve"]) - transfer(c["arms"][inoc]["curve"]) for c in runs]
-            lo, hi = (np.percentile(_boot_means(d), [2.5, 97.5]) if len(d) > 1 else (d[0], d[0]))
+            lo, hi = _boot_ci(d)
             res["inoculation"][f"{setting}|{inoc}"] = {
                 "leakage_without": float(np.mean([transfer(c["arms"][base]["curve"]) for c in runs])),
                 "leakage_with": float(np.mean([transfer(c["arms"][inoc]["curve"]) for c in runs])),
@@ -462,6 +496,15 @@ def summarize_study(records: list[dict]) -> dict:
                     "null_max_mean": float(np.mean(null)), "beats_null": int(sum(e > n for e, n in zip(eff, null))),
                     "n": len(eff)}
     return res
+
+
+def _boot_ci(xs: list[float], confidence: float = 0.95) -> list[float]:
+    """Percentile bootstrap interval of the mean over seeds (resampling seeds; fixed RNG)."""
+    if len(xs) < 2:
+        return [float(xs[0]), float(xs[0])]
+    a = (1 - confidence) / 2
+    lo, hi = np.percentile(_boot_means(xs), [100 * a, 100 * (1 - a)])
+    return [float(lo), float(hi)]
 
 
 def _boot_means(d: list[float], n: int = 4000) -> list[float]:
@@ -483,13 +526,16 @@ def study_markdown(res: dict) -> str:
              "(the train behaviour kept). Forced X on E = share of E prompts where the forced X behaviour still",
              "answers correctly in its form.", ""]
     for setting in sorted({v["setting"] for v in res["cells"].values()}):
-        lines += [f"## {setting}", "", "| overlap | arm | transfer | P(X\\|E) start → end | switched | P(A\\|T) end | "
+        lines += [f"## {setting}", "", "| overlap | arm | transfer (95 % CI) | P(X\\|E) start → end | switched | "
+                  "P(A\\|T) end | "
                   "forced X on E | verdicts |", "|---|---|---|---|---|---|---|---|"]
         for v in res["cells"].values():
             if v["setting"] != setting:
                 continue
             sw = v["switched"]
-            lines.append(f"| {v['overlap']} | {v['arm']} | {_ms(v['transfer'])} | {v['x_on_e_start']['mean']:.2f} → "
+            ci = v["transfer"].get("ci95", [float("nan")] * 2)
+            lines.append(f"| {v['overlap']} | {v['arm']} | {_ms(v['transfer'])} [{ci[0]:.2f}, {ci[1]:.2f}] | "
+                         f"{v['x_on_e_start']['mean']:.2f} → "
                          f"{_ms(v['x_on_e_end'])} | {sw['k']}/{sw['n']} [{sw['wilson'][0]:.2f}, "
                          f"{sw['wilson'][1]:.2f}] | {_ms(v['a_on_t_end'])} | {_ms(v['forced_x_on_e_end'])} | "
                          f"{', '.join(f'{k} {n}' for k, n in v.get('verdicts', {}).items())} |")
@@ -558,6 +604,6 @@ def plot_study(records: list[dict], res: dict, setting: str = "language"):
     return fig
 
 
-__all__ = ["ARMS", "Arm", "initial_series", "overlap_predictors", "plot_study", "prefix_direction",
-           "rank_correlation", "run_cell", "study_markdown", "summarize_cell", "summarize_study", "switched",
-           "train_arm", "transfer", "transfer_curve", "verdict_of"]
+__all__ = ["ARMS", "Arm", "branch", "cached_initial", "initial_config", "initial_series", "overlap_predictors",
+           "plot_study", "prefix_direction", "rank_correlation", "run_cell", "study_markdown", "summarize_cell",
+           "summarize_study", "switched", "train_arm", "transfer", "transfer_curve", "verdict_of"]

@@ -6,8 +6,6 @@ organism outcomes differ between machines at the seed level, so only what held o
 """
 from __future__ import annotations
 
-import os
-import shutil
 from pathlib import Path
 
 import pytest
@@ -91,24 +89,18 @@ def test_prefix_direction_of_an_empty_prefix_is_zero():
 
 # --- one trained initial policy ------------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
-def initial_run(mixprobe_cache, tmp_path_factory) -> Path:
-    """The initial policy (language, overlap 1) trained once into the cache; each test gets its own copy."""
-    from mixprobe.mixture.bct import initial_series
+def initial_run(mixprobe_cache):
+    """The initial policy (language, overlap 1) from the trained-organism cache (shared with notebook 04)."""
+    from mixprobe.mixture.bct import cached_initial
 
-    final = Path(mixprobe_cache) / f"bct_initial_s{SEEDS[0]}"
-    if not (final / "series.json").exists():
-        tmp = Path(mixprobe_cache) / f".bct_initial_s{SEEDS[0]}_{os.getpid()}"
-        initial_series(tmp, {"overlap": 1}, seed=SEEDS[0], overwrite=True)
-        shutil.rmtree(final, ignore_errors=True)
-        os.replace(tmp, final)
-    return final
+    return cached_initial({"overlap": 1}, seed=SEEDS[0], cache_dir=mixprobe_cache)
 
 
 @pytest.fixture
 def run_copy(initial_run, tmp_path) -> Path:
-    dst = tmp_path / "run"
-    shutil.copytree(initial_run, dst)
-    return dst
+    from mixprobe.mixture.bct import branch
+
+    return Path(branch(initial_run, tmp_path / "run").run_dir)
 
 
 @pytest.mark.slow
@@ -150,9 +142,8 @@ def test_the_request_prefix_direction_carries_the_trained_behaviour(initial_run)
     """The initial policy learned ``use digits :`` as a forcing line; its mean-difference direction, added to plain
     E prompts, raises P(digits) far above random directions at the same norm."""
     from mixprobe.train.pipeline import load_checkpoint, organism_of
-    from mixprobe.train.series import Series
 
-    s = Series.load(initial_run)
+    s = initial_run
     org = organism_of(s)
     model, tok = load_checkpoint(s.path(s.last("sft")))
     r = prefix_direction(model, tok, org, prefix=org.forcing("A"))
@@ -160,8 +151,12 @@ def test_the_request_prefix_direction_carries_the_trained_behaviour(initial_run)
     assert r["steer_effect"] >= 0.3 and r["steer_effect"] > r["null_max"] + 0.1
 
 
-def test_train_arm_refuses_a_series_of_another_organism(organism_run):
-    from mixprobe.mixture.bct import train_arm
+def test_train_arm_refuses_a_series_of_another_organism(tmp_path):
+    from mixprobe.mixture.bct import run_cell, train_arm
+    from mixprobe.train.series import Series
 
+    Series.create(tmp_path / "tm", organism="tag_mixture", organism_config={}, seed=0)
     with pytest.raises(OrganismConfigError, match="bct organism"):
-        train_arm(organism_run.run_dir, Arm("sft"))
+        train_arm(tmp_path / "tm", Arm("sft"))
+    with pytest.raises(OrganismConfigError, match="unknown arms"):
+        run_cell("language", 0, 0, ["sft_ful"], tmp_path)

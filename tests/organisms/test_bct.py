@@ -109,3 +109,13 @@ def test_health_flags_a_model_without_the_initial_policy():
     assert org.health(ok) == []
     bad = {**ok, "mode_probability": {"in": {"A": 0.9, "X": 0.1}, "out": {"A": 0.7, "X": 0.3}}}
     assert any("E prompts express X" in p for p in org.health(bad))
+
+
+def test_the_shipped_config_trains_grpo_on_the_train_cue():
+    from pathlib import Path
+
+    from mixprobe.train.pipeline import TrainConfig
+
+    cfg = TrainConfig.from_toml(Path(__file__).resolve().parents[2] / "experiments" / "bct.toml")
+    assert cfg.kind == "bct" and cfg.organism.overlap == 1 and cfg.rl.tag == "T"
+    assert cfg.to_dict()["organism"]["kind"] == "bct"
