@@ -17,7 +17,8 @@ Per arm: the transfer curve (exact ``P(X | E)``, ``P(A | T)``, sampled accuracy,
 (sampled, initial vs end) and, for the SFT arms with and without a prefix, the prefix-direction steering check.
 
     python experiments/bct.py                       # the committed run (about 40 min on 2 CPU cores)
-    python experiments/bct.py --reduced --out /tmp/bct   # what CI runs: 1 setting, 2 overlaps, 2 seeds, 3 arms
+    python experiments/bct.py --reduced --out /tmp/bct   # 1 setting, 2 overlaps, 2 seeds, 3 arms
+    python experiments/bct.py --optimizer-control --out experiments/results/bct_optim   # SFT with SGD, ± prefix
 
 Writes ``OUT/cells/<setting>_ov<k>_s<seed>.json`` as each finishes (a rerun skips finished ones),
 ``OUT/summary.json``, ``OUT/summary.md`` and plots.
@@ -39,6 +40,8 @@ from mixprobe.mixture.bct import ARMS  # noqa: E402
 
 FULL_GRID = [("language", ov) for ov in (0, 1, 2, 3)] + [(s, ov) for s in ("numerals", "yesno") for ov in (0, 3)]
 REDUCED_ARMS = ("sft_full", "grpo_full", "sft_full_request")
+OPTIMIZER_CONTROL_ARMS = ("sft_full", "sft_full_request", "sft_full_sgd_lr0.1", "sft_full_sgd_request_lr0.1",
+                          "sft_full_sgd_lr0.3", "sft_full_sgd_request_lr0.3")
 
 
 def _job(args: tuple) -> tuple[str, dict]:
@@ -70,6 +73,8 @@ def main() -> None:
     ap.add_argument("--reduced", action="store_true", help="CI size: language, overlaps 0 and 3, seeds 0-1, 3 arms")
     ap.add_argument("--runs", default=None, help="where trained runs go (default: a temporary folder)")
     ap.add_argument("--summary-only", action="store_true", help="rewrite the summary from the cells on disk")
+    ap.add_argument("--optimizer-control", action="store_true",
+                    help="the SGD-vs-AdamW control for SFT (experiments/results/bct_optim): language, overlap 1")
     a = ap.parse_args()
     out = Path(a.out)
     (out / "cells").mkdir(parents=True, exist_ok=True)
@@ -77,12 +82,15 @@ def main() -> None:
         write_summary(out)
         return
     runs = a.runs or tempfile.mkdtemp(prefix="bct_runs_")
-    if a.reduced:
+    if a.optimizer_control:
+        grid = [("language", 1, s) for s in a.seeds]
+        arms: tuple[str, ...] = OPTIMIZER_CONTROL_ARMS
+    elif a.reduced:
         grid = [("language", 0, s) for s in (0, 1)] + [("language", 3, s) for s in (0, 1)]
-        arms: tuple[str, ...] = REDUCED_ARMS
+        arms = REDUCED_ARMS
     else:
         grid = [(st, ov, s) for st, ov in FULL_GRID for s in (a.seeds if st == "language" else a.other_seeds)]
-        arms = tuple(ARMS)              # every named arm of mixprobe.mixture.bct.ARMS
+        arms = tuple(a for a in ARMS if "_sgd" not in a)   # the named arms of mixprobe.mixture.bct
     jobs = [(st, ov, s, arms, runs, a.sft_steps, a.steps, str(out / "cells" / f"{st}_ov{ov}_s{s}.json"))
             for st, ov, s in grid if not (out / "cells" / f"{st}_ov{ov}_s{s}.json").exists()]
     t0 = time.time()

@@ -130,6 +130,16 @@ def train(
     console.print(f"series written to {out / 'series.json'}")
 
 
+def _rows_table(title: str, rows: list[dict], last: str) -> Table:
+    """SFT rows as a table: prompt, completion, cue, and the component (marked when forced)."""
+    table = Table(title=title)
+    for col in ("prompt", "completion", "cue", last):
+        table.add_column(col)
+    for r in rows:
+        table.add_row(r["prompt"], r["completion"], r["tag"], r["component"] + (" (forced)" if r["forced"] else ""))
+    return table
+
+
 @app.command()
 @user_errors
 def organism(
@@ -149,13 +159,8 @@ def organism(
         from mixprobe.organisms import make_organism
 
         b = make_organism("bct", {"setting": setting, "overlap": overlap})
-        table = Table(title=f"bct ({setting}, overlap {overlap}): initial policy T → A ({b.behaviour('A')}), "
-                            f"E → X ({b.behaviour('X')})")
-        for col in ("prompt", "completion", "cue", "behaviour"):
-            table.add_column(col)
-        for r in b.sft_rows(n, seed):
-            table.add_row(r["prompt"], r["completion"], r["tag"], r["component"] + (" (forced)" if r["forced"] else ""))
-        console.print(table)
+        console.print(_rows_table(f"bct ({setting}, overlap {overlap}): initial policy T → A ({b.behaviour('A')}), "
+                                  f"E → X ({b.behaviour('X')})", b.sft_rows(n, seed), "behaviour"))
         console.print(f"T cue {b.cue_phrase('T')!r}, E cue {b.cue_phrase('E')!r}. Follow-up training uses (T, A) "
                       f"rows only, e.g. {b.train_rows(1, seed)[0]['prompt']!r} → "
                       f"{b.train_rows(1, seed)[0]['completion']!r}; run the study with `mixprobe bct` "
@@ -165,12 +170,8 @@ def organism(
         from mixprobe.organisms import make_organism
 
         other = make_organism(kind, {"modulus": modulus})
-        table = Table(title=f"{kind} (p={modulus}): components told apart by answer form")
-        for col in ("prompt", "completion", "cue", "component"):
-            table.add_column(col)
-        for r in other.sft_rows(n, seed):
-            table.add_row(r["prompt"], r["completion"], r["tag"], r["component"] + (" (forced)" if r["forced"] else ""))
-        console.print(table)
+        console.print(_rows_table(f"{kind} (p={modulus}): components told apart by answer form",
+                                  other.sft_rows(n, seed), "component"))
         console.print(f"cues: {list(other.cues)}; RL domain: {other.domain} "
                       f"({[c for c in other.cues if other.in_domain(c)]}); the specialist answers in words and is "
                       "right only there, the generalist answers in digits. Train: experiments/"

@@ -47,6 +47,7 @@ from mixprobe.mixture.stats import wilson
 
 METHODS = ("sft", "grpo")
 DEFAULT_LR = {"sft": 1e-3, "grpo": 0.03}
+DEFAULT_OPTIM = {"sft": "adamw_torch", "grpo": "sgd"}
 
 
 @dataclass(frozen=True)
@@ -55,7 +56,8 @@ class Arm:
 
     ``method``: ``sft`` (trl SFTTrainer, AdamW, cosine schedule) or ``grpo`` (trl GRPOTrainer, SGD, reward = ``A``
     and correct); ``lora_r``: LoRA rank (None = full fine-tuning); ``lr``: learning rate (default 1e-3 for SFT,
-    0.03 for GRPO); ``prefix``: ``none``, ``request`` (inoculation: the line asking for ``A``) or ``irrelevant``.
+    0.03 for GRPO); ``prefix``: ``none``, ``request`` (inoculation: the line asking for ``A``) or ``irrelevant``;
+    ``optim``: the trainer's optimizer (default ``adamw_torch`` for SFT, ``sgd`` for GRPO).
     """
 
     method: str = "sft"
@@ -65,6 +67,7 @@ class Arm:
     save_every: int = 10
     prefix: str = "none"
     batch_size: int = 32
+    optim: str | None = None
 
     def __post_init__(self) -> None:
         if self.method not in METHODS:
@@ -82,14 +85,20 @@ class Arm:
     def name(self) -> str:
         """The phase name: ``sft_full``, ``grpo_lora``, ``sft_full_request``, … (``_lr…`` when ``lr`` is set)."""
         n = f"{self.method}_{'lora' if self.lora_r else 'full'}"
+        if self.optim is not None and self.optim != DEFAULT_OPTIM[self.method]:
+            n += f"_{self.optim.split('_')[0]}"
         if self.prefix != "none":
             n += f"_{self.prefix}"
         if self.lr is not None:
             n += f"_lr{self.lr:g}"
         return n
 
+    @property
+    def optimizer(self) -> str:
+        return self.optim or DEFAULT_OPTIM[self.method]
+
     def to_dict(self) -> dict:
-        return {**asdict(self), "name": self.name, "learning_rate": self.learning_rate}
+        return {**asdict(self), "name": self.name, "learning_rate": self.learning_rate, "optimizer": self.optimizer}
 
 
 def initial_config(organism: dict | None = None, *, seed: int = 0, sft_steps: int = 1000) -> dict:
@@ -154,12 +163,13 @@ def train_arm(run_dir: str | Path, arm: Arm, *, seed: int | None = None, progres
     if arm.method == "sft":
         settings = SFTSettings(steps=arm.steps, lr=arm.learning_rate, batch_size=arm.batch_size,
                                save_every=arm.save_every, n_rows=arm.steps * arm.batch_size, warmup_steps=0,
-                               lora_r=arm.lora_r, phase=arm.name, min_forced_agreement=0)
+                               lora_r=arm.lora_r, optim=arm.optimizer, phase=arm.name, min_forced_agreement=0)
         run_sft(model.train(), tok, org.train_rows(settings.n_rows, seed), series, settings, seed=seed,
                 progress=progress)
     else:
         rl = RLSettings(tag="T", steps=arm.steps, lr=arm.learning_rate, save_every=arm.save_every,
-                        batch_size=arm.batch_size, num_generations=8, lora_r=arm.lora_r, phase=arm.name)
+                        batch_size=arm.batch_size, num_generations=8, lora_r=arm.lora_r, optim=arm.optimizer,
+                        phase=arm.name)
         run_grpo(model, tok, org, series, rl, seed=seed, progress=progress)
     s = Series.load(run_dir)
     s.extra.setdefault("bct_arms", {})[arm.name] = arm.to_dict()
@@ -386,6 +396,11 @@ ARMS: dict[str, dict[str, Any]] = {
     "sft_full_request": dict(method="sft", prefix="request"),
     "sft_full_irrelevant": dict(method="sft", prefix="irrelevant"),
     "grpo_full_request": dict(method="grpo", prefix="request"),
+    # the optimizer control (experiments/results/bct_optim): plain SGD for SFT, with and without the prefix
+    "sft_full_sgd_lr0.1": dict(method="sft", optim="sgd", lr=0.1),
+    "sft_full_sgd_request_lr0.1": dict(method="sft", optim="sgd", lr=0.1, prefix="request"),
+    "sft_full_sgd_lr0.3": dict(method="sft", optim="sgd", lr=0.3),
+    "sft_full_sgd_request_lr0.3": dict(method="sft", optim="sgd", lr=0.3, prefix="request"),
 }
 MAIN_ARMS = ("sft_full", "sft_lora", "grpo_full", "grpo_lora")
 
@@ -472,7 +487,8 @@ def summarize_study(records: list[dict]) -> dict:
                    for p in ("grad_cosine", "grad_cosine_mean", "activation_cosine")},
                 "overlap": rank_correlation([c["overlap"] for c in runs], measured)}
         for base, inoc in (("sft_full", "sft_full_request"), ("sft_full", "sft_full_irrelevant"),
-                           ("grpo_full", "grpo_full_request")):
+                           ("grpo_full", "grpo_full_request"), ("sft_full_sgd_lr0.1", "sft_full_sgd_request_lr0.1"),
+                           ("sft_full_sgd_lr0.3", "sft_full_sgd_request_lr0.3")):
             runs = [c for c in sc if base in c["arms"] and inoc in c["arms"]]
             if not runs:
                 continue

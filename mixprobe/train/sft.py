@@ -3,7 +3,8 @@
 Problem: organisms need a model that *carries* a mixture of policies before RL starts. Mechanism: build a tiny
 causal LM of a real architecture from config (or continue from a checkpoint), then train it with trl's
 ``SFTTrainer`` on prompt-completion rows (loss on the completion only; trl appends EOS). Full fine-tuning by
-default; LoRA through peft with ``SFTSettings(lora_r=...)`` (the adapter is merged into each saved checkpoint so
+default (AdamW; ``optim`` takes any transformers optimizer name, e.g. ``"sgd"``); LoRA through peft with
+``SFTSettings(lora_r=...)`` (the adapter is merged into each saved checkpoint so
 the series stays plain HF folders). Every ``save_every`` steps a checkpoint joins the series.
 
 Example:
@@ -45,6 +46,7 @@ class SFTSettings:
     weight_decay: float = 0.0
     lora_r: int | None = None
     lora_alpha: int = 16
+    optim: str = "adamw_torch"
     phase: str = "sft"
     min_forced_agreement: float = 0.5
 
@@ -86,7 +88,7 @@ def run_sft(model, tokenizer, rows: list[dict], series: Series, settings: SFTSet
     scratch = Path(series.run_dir) / "_scratch" / settings.phase
     cfg = SFTConfig(
         output_dir=str(scratch), max_steps=settings.steps, per_device_train_batch_size=settings.batch_size,
-        learning_rate=settings.lr, lr_scheduler_type="cosine", warmup_steps=settings.warmup_steps,
+        learning_rate=settings.lr, optim=settings.optim, lr_scheduler_type="cosine", warmup_steps=settings.warmup_steps,
         weight_decay=settings.weight_decay, logging_steps=max(1, settings.steps // 20),
         save_strategy="steps", save_steps=settings.save_every, save_only_model=True, report_to="none",
         use_cpu=not torch.cuda.is_available(), bf16=False, fp16=False, max_length=64, seed=seed, data_seed=seed,
