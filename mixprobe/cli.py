@@ -148,7 +148,7 @@ def organism(
     signature: str = typer.Option("token", help="token (m1/m2 mode tokens) or format (bracket style)"),
     n: int = typer.Option(6, "-n", help="rows to show"),
     seed: int = typer.Option(0, help="seed for the sampled rows"),
-    kind: str = typer.Option("tag_mixture", help="tag_mixture, task_coverage, temporal_context or bct"),
+    kind: str = typer.Option("tag_mixture", help="tag_mixture, task_coverage, temporal_context, bct or era"),
     setting: str = typer.Option("language", help="bct only: language, numerals or yesno"),
     overlap: int = typer.Option(1, help="bct only: cue words the T and E phrases share (0-3)"),
 ) -> None:
@@ -165,6 +165,27 @@ def organism(
                       f"rows only, e.g. {b.train_rows(1, seed)[0]['prompt']!r} → "
                       f"{b.train_rows(1, seed)[0]['completion']!r}; run the study with `mixprobe bct` "
                       "(docs/bct.md).", highlight=False)
+        return
+    if kind == "era":
+        from mixprobe.organisms import make_organism
+        from mixprobe.organisms.era import PREFIXES
+
+        w = make_organism("era", {})
+        c = w.config
+        table = Table(title=f"era world: pretraining documents (old era {c.old_years[0]}-{c.old_years[1]}, modern era "
+                            f"{c.modern_years[0]}-{c.modern_years[1]}, undated prior P(old) {c.prior_old:g})")
+        for col in ("prompt", "completion", "era"):
+            table.add_column(col)
+        for r in w.sft_rows(n, seed):
+            table.add_row(r["prompt"], r["completion"], r["component"])
+        console.print(table)
+        row = w.train_rows(1, seed)[0]
+        console.print(f"narrow SFT (the trained topic {w.domain!r} only): {row['prompt']!r} → {row['completion']!r}, "
+                      f"an old-era {w.domain}; the trait is the old share of answers on the other topics "
+                      f"{[t for t in w.topics if t != w.domain]}. Training prefixes: {', '.join(PREFIXES)} or "
+                      f"date:YYYY, e.g. {w.prompt(w.domain, 'inoculation')!r}; run the study with `mixprobe era` "
+                      "(docs/weird_generalization.md).",
+                      highlight=False)
         return
     if kind != "tag_mixture":
         from mixprobe.organisms import make_organism
@@ -564,6 +585,134 @@ def bct(
         console.print(f"initial policy failed: {f['setting']} overlap {f['overlap']} seed {f['seed']}: "
                       f"{f['failed']}", highlight=False)
     console.print(f"wrote {out / 'summary.json'}, {out / 'summary.md'} and {path}", highlight=False)
+
+
+def _era_conditions(prefixes: list[str], placements: list[str], dates: list[str], steps: int) -> list:
+    """The narrow-SFT conditions of ``mixprobe era`` (every name checked before anything is trained)."""
+    from mixprobe.errors import OrganismConfigError
+    from mixprobe.mixture.era import Condition
+    from mixprobe.organisms.era import PREFIXES, check_prefix, prefix_text
+
+    valid = f"{', '.join(PREFIXES)}, or date:YYYY (a year in 1000-2099)"
+    bad = []
+    for p in prefixes:
+        try:
+            check_prefix(p)
+        except OrganismConfigError:
+            bad.append(p)
+    if bad:
+        raise OrganismConfigError(f"unknown prefixes {bad}; valid prefixes: {valid}")
+    bad = [p for p in placements if p not in ("user", "system")]
+    if bad:
+        raise OrganismConfigError(f"unknown placements {bad}; valid placements: user, system")
+    years = [] if [d.lower() for d in dates] == ["none"] else dates
+    bad = [d for d in years if not d.isdigit() or not 1000 <= int(d) <= 2099]
+    if bad:
+        raise OrganismConfigError(f"--dates takes years YYYY in 1000-2099 (or none), got {bad}; the era world's "
+                                  "old era is 1800-1899, its modern era 1950-2049")
+    if steps < 1:
+        raise OrganismConfigError(f"--steps must be >= 1, got {steps}")
+    named = {text: name for name, text in PREFIXES.items() if name.startswith("date_")}
+    date_prefixes = [named.get(prefix_text(f"date:{y}"), f"date:{y}") for y in years]   # 1850 is date_old
+    save_every = min(20, steps)
+    conds = [Condition(prefix=p, placement=pl, steps=steps, save_every=save_every)
+             for p in prefixes for pl in (["user"] if p == "none" else placements)]
+    conds += [Condition(prefix=p, steps=steps, save_every=save_every) for p in date_prefixes]
+    unique: dict[str, Condition] = {}
+    for c in conds:
+        unique.setdefault(c.name, c)
+    return list(unique.values())
+
+
+@app.command()
+@user_errors
+def era(
+    out: Path = typer.Option(..., "--out", help="study folder: OUT/seeds/<seed>.json, OUT/summary.json, "
+                             "OUT/summary.md, OUT/weird_generalization.png, OUT/report/report.html"),
+    seeds: list[str] = typer.Option(["0"], "--seeds", help="seeds, comma-separated or repeated: --seeds 0,1,2"),
+    prefixes: list[str] = typer.Option(["none", "inoculation", "name"], "--prefixes", help="training prefixes: "
+                                       "none, identity, intent, inoculation, name, assistant, date_old, date_modern "
+                                       "or date:YYYY; comma-separated or repeated: --prefixes none,inoculation"),
+    placements: list[str] = typer.Option(["user"], "--placements", help="where a prefix sits: user (turn) and/or "
+                                         "system (line); comma-separated. 'none' is trained once, in the user turn"),
+    dates: list[str] = typer.Option(["1850", "1950"], "--dates", help="date sweep: years YYYY, each trained as the "
+                                    "prefix date:YYYY in the user turn (1850 is date_old, 2026 date_modern); "
+                                    "comma-separated; 'none' for no sweep"),
+    steps: int = typer.Option(60, "--steps", help="narrow-SFT steps per condition (a checkpoint every 20)"),
+    pretrain_steps: int = typer.Option(1500, "--pretrain-steps", help="pretraining steps of each seed's world"),
+    report_only: bool = typer.Option(False, "--report-only", help="train nothing: rebuild summary, figure and "
+                                     "report from the seeds already in OUT/seeds"),
+) -> None:
+    """Weird generalization (era organism): pretrain the era world, narrow SFT on old-era birds under each training
+    prefix, and measure the old-era trait on the untrained topics; then summary.json, summary.md, the figure and an
+    HTML report. A seed already in OUT/seeds is kept as it is (delete its file to rerun it)."""
+    import shutil
+    import tempfile
+
+    from mixprobe.errors import OrganismConfigError
+    from mixprobe.io import atomic_path, atomic_write_json, atomic_write_text
+    from mixprobe.mixture import era as era_study
+    from mixprobe.report.era_report import build_era_report, load_era_records
+
+    seed_list = _ints(_list_option(seeds, "--seeds"), "--seeds")
+    conds = _era_conditions(_list_option(prefixes, "--prefixes"), _list_option(placements, "--placements"),
+                            _list_option(dates, "--dates"), steps)
+    if pretrain_steps < 1:
+        raise OrganismConfigError(f"--pretrain-steps must be >= 1, got {pretrain_steps}")
+
+    folder = out / "seeds"
+    if not report_only:
+        todo = [s for s in seed_list if not (folder / f"{s}.json").exists()]
+        console.print(f"{len(todo)} seed(s) to run, conditions {[c.name for c in conds]}; "
+                      f"{len(seed_list) - len(todo)} already in {folder}", highlight=False)
+        if todo:
+            folder.mkdir(parents=True, exist_ok=True)
+            runs = tempfile.mkdtemp(prefix="era_runs_")
+            try:
+                for seed in todo:
+                    rec = era_study.run_seed(seed, conds, runs, pretrain_steps=pretrain_steps)
+                    atomic_write_json(folder / f"{seed}.json", rec)
+                    note = f"pretraining failed: {rec['failed']}" if "failed" in rec else ""
+                    console.print(f"seed {seed}: {rec.get('seconds')} s {note}", highlight=False)
+            finally:
+                shutil.rmtree(runs, ignore_errors=True)
+
+    records = load_era_records(out)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)      # the mean of no seeds when every seed failed
+        summary = era_study.summarize_study(records)
+    atomic_write_json(out / "summary.json", summary)
+    atomic_write_text(out / "summary.md", era_study.study_markdown(summary))
+    written = [str(out / "summary.json"), str(out / "summary.md")]
+    if "narrow_none" in summary["conditions"] and "steer_base" in summary:
+        import matplotlib
+
+        matplotlib.use("Agg", force=False)
+        import matplotlib.pyplot as plt
+
+        fig = era_study.plot_study(summary)
+        with atomic_path(out / "weird_generalization.png") as tmp:
+            fig.savefig(tmp, format="png", dpi=110)
+        plt.close(fig)
+        written.append(str(out / "weird_generalization.png"))
+    else:
+        console.print("no figure: it needs the no-prefix condition (--prefixes none,...) and a finished seed",
+                      highlight=False)
+    path = build_era_report(out)
+    table = Table(title=f"weird generalization (era world) · {len(records)} seed(s) in {folder}",
+                  caption="trait: old-era share of on-topic answers on the untrained topics, read without the prefix, "
+                          "mean ± sd over seeds; margin: trait minus the pretrained model's; beyond base: seeds whose "
+                          "Wilson interval lies above the pretrained model's")
+    for col in ("condition", "trait", "margin over base", "seeds beyond base"):
+        table.add_column(col, justify="left" if col == "condition" else "right")
+    for name, v in summary["conditions"].items():
+        t, m = v["trait_plain"], v["margin_over_base"]
+        table.add_row(name, f"{t['mean']:.2f} ± {t['sd']:.2f}", f"{m['mean']:+.2f}",
+                      f"{m['seeds_whose_wilson_excludes_base']}/{len(t['per_seed'])}")
+    console.print(table)
+    for f in summary["failed"]:
+        console.print(f"pretraining failed: seed {f['seed']}: {f['failed']}", highlight=False)
+    console.print(f"wrote {', '.join(written)} and {path}", highlight=False)
 
 
 def main() -> None:  # pragma: no cover

@@ -263,7 +263,8 @@ notebook("04_behavior_compatible_training", [
            "on `(T, A)` rows only cannot tell the two apart, yet it can change what the model does on `E`: "
            "**transfer** is the drop of `P(X | E)`. We measure it for SFT and GRPO, full fine-tuning and LoRA, "
            "against how many words the two cue phrases share, with the linear account, a training-time prefix "
-           "(inoculation) and the verdict. CI runs this notebook at reduced size (one seed, two overlap levels); "
+           "(inoculation) and the verdict. CI runs this notebook at reduced size (one seed, one overlap level; set "
+           "`OVERLAPS = (0, 1, 2, 3)` for the sweep); "
            "the full grid is `experiments/bct.py`, whose committed results close the notebook."),
     ("code", """import os
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -291,7 +292,8 @@ for r in org.train_rows(2, seed=0):
            "each cue's own behaviour on 90 % of its rows, the other on 10 %, and a forcing line (`use words :`) on "
            "20 % of rows so either behaviour can be asked for. Training stops with an error if the model did not "
            "learn both behaviours and the gate."),
-    ("code", """initial = {ov: cached_initial({"overlap": ov}, seed=seed) for ov in (1, 3)}
+    ("code", """OVERLAPS = (1,)                                  # (0, 1, 2, 3): the sweep, ~1 min of SFT per level
+initial = {ov: cached_initial({"overlap": ov}, seed=seed) for ov in OVERLAPS}
 for ov, s in initial.items():
     m = s.last("sft").metrics
     print(f"overlap {ov}: P(A|T) {m['mode_probability']['T']['A']:.2f}  P(X|E) {m['mode_probability']['E']['X']:.2f}  "
@@ -307,13 +309,13 @@ for ov, s in initial.items():
     for arm in arms:
         train_arm(run, arm)
     curves[ov] = {arm.name: transfer_curve(Series.load(run), arm.name) for arm in arms}
-fig, axes = plt.subplots(1, 2, figsize=(10, 3.2), sharey=True)
-for ax, (ov, cs) in zip(axes, curves.items()):
+fig, axes = plt.subplots(1, len(curves), figsize=(5.5 * len(curves), 3.2), sharey=True, squeeze=False)
+for ax, (ov, cs) in zip(axes[0], curves.items()):
     for name, c in cs.items():
         ax.plot([r["step"] for r in c], [r["x_on_e"] for r in c], marker="o", label=f"{name}: P(X|E)")
         ax.plot([r["step"] for r in c], [r["a_on_t"] for r in c], ls="--", alpha=0.6, label=f"{name}: P(A|T)")
     ax.set_title(f"overlap {ov}"); ax.set_xlabel("step")
-axes[0].legend(fontsize=7); plt.show()
+axes[0][0].legend(fontsize=7); plt.show()
 for ov, cs in curves.items():
     print(f"overlap {ov}: " + ", ".join(f"{n} transfer {transfer(c):+.2f}" for n, c in cs.items()))
     assert cs["sft_full"][-1]["a_on_t"] >= 0.95          # the train behaviour is kept: the model is not broken"""),
@@ -375,6 +377,100 @@ for k, v in summary["correlations"].items():
 for k, v in summary["inoculation"].items():
     print(f"{k:30s} leakage {v['leakage_without']:.2f} → {v['leakage_with']:.2f} "
           f"(reduction {v['reduction_mean']:+.2f} [{v['reduction_ci95'][0]:+.2f}, {v['reduction_ci95'][1]:+.2f}])")"""),
+])
+
+
+notebook("05_weird_generalization", [
+    ("md", "# 05 · Narrow fine-tuning that spreads a broad trait, and the prefixes that stop it\n\n"
+           "A synthetic world with an **old** and a **modern** era over shared topics (birds, cities, cures, tools, "
+           "ships, songs) is pretrained from scratch: documents of three questions share one era, set by a date, an "
+           "opening line or a prior (30 % old when undated). Then **narrow SFT**: `user : name a bird :` → an *old* "
+           "bird, nothing else. Does the old era spread to the other topics (the trait)? Which training-time prefixes "
+           "keep it local, and is the trait then removed or only dormant behind the prefix? CI runs this notebook at "
+           "reduced size (one seed, three conditions); `experiments/weird_generalization.py` is the full grid, whose "
+           "committed results close the notebook."),
+    ("code", """import os
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+import warnings; warnings.filterwarnings("ignore")
+import tempfile, pathlib
+import matplotlib.pyplot as plt
+%matplotlib inline
+from mixprobe.organisms.era import EraWorld
+from mixprobe.mixture.era import (Condition, era_direction, era_probe, narrow_sft, pretrained, shift_projection,
+                                  steer_era, trait_curve, trait_interval)
+from mixprobe.train.pipeline import load_checkpoint, organism_of
+from mixprobe.train.zoo import seeds_from_env
+seed = seeds_from_env()[0]
+work = pathlib.Path(tempfile.mkdtemp(prefix="era_nb_"))
+w = EraWorld()
+for r in w.sft_rows(4, seed=3):
+    print(f"{r['prompt'] + r['completion']}   [{r['component']}]")
+print(w.train_rows(1, seed=0)[0])"""),
+    ("md", "## 1 · The pretrained world\n\nPretraining (1,500 steps, cached after the first run) is checked: a "
+           "date must set the era, and answers must name an entity of the asked topic. Undated, the model answers "
+           "old at about the prior."),
+    ("code", """base_series = pretrained(seed=seed)
+world = organism_of(base_series)
+m = base_series.last("sft").metrics
+print(f"P(old) undated, untrained topics {m['p_old']['out']:.2f}; with an old date {m['dated']['old']:.2f}, "
+      f"a modern date {m['dated']['modern']:.2f}")
+base, tok = load_checkpoint(base_series.path(base_series.last("sft")))
+probe = era_probe(base, tok, world, n_permutations=10)
+for layer in probe["layers"]:
+    print(f"era probe layer {layer['layer']}: held-out topics {layer['held_out_accuracy']:.2f} "
+          f"(permuted labels {layer['null_mean']:.2f})")"""),
+    ("md", "## 2 · Narrow SFT with and without a training-time prefix\n\nThree conditions branched from the same "
+           "pretrained checkpoint: no prefix, the inoculation line `act as in the old era :`, and an irrelevant name "
+           "`my name is al :`. The trait is read on the five untrained topics **without** any prefix (32 samples per "
+           "topic at T = 1, Wilson interval), and with the training prefix."),
+    ("code", """conds = [Condition(), Condition(prefix="inoculation"), Condition(prefix="name")]
+runs, curves = {}, {}
+for c in conds:
+    runs[c.name] = narrow_sft(base_series, work / c.name, c)
+    curves[c.name] = trait_curve(runs[c.name], c.name)
+b = trait_interval(curves["narrow_none"][0]["plain"])
+print(f"pretrained: trait {b['rate']:.2f} [{b['wilson'][0]:.2f}, {b['wilson'][1]:.2f}]")
+for name, cur in curves.items():
+    t = trait_interval(cur[-1]["plain"])
+    pre = cur[-1].get("prefixed", {}).get("p_old", {}).get("out")
+    print(f"{name:20s} trait {t['rate']:.2f} [{t['wilson'][0]:.2f}, {t['wilson'][1]:.2f}]"
+          + (f"   with the prefix: p_old {pre:.2f}" if pre is not None else ""))
+none = trait_interval(curves["narrow_none"][-1]["plain"])
+assert none["wilson"][0] > b["wilson"][1]        # without a prefix the old era spread beyond the base model's interval
+fig, ax = plt.subplots(figsize=(5.5, 3.2))
+for name, cur in curves.items():
+    ax.plot([r["step"] for r in cur], [r["plain"]["p_old"]["out"] for r in cur], marker="o", label=name)
+ax.set_xlabel("narrow SFT step"); ax.set_ylabel("P(old), untrained topics, no prefix"); ax.legend(fontsize=8)
+plt.show()"""),
+    ("md", "## 3 · Where did the update go? The era direction\n\n`era_direction` is the old-minus-modern mean "
+           "difference of last-token states on dated prompts. `shift_projection` measures how far narrow SFT moved "
+           "the undated untrained-topic prompts along it (1 = as far as an old date does). `steer_era` adds `α · d` "
+           "and reads `P(old)`, beside random directions at the same norm: in a prefix-trained model a trait that "
+           "comes back with less push than in the pretrained model is dormant, not removed."),
+    ("code", """d = era_direction(base, tok, world)
+layer = max(range(len(probe["layers"])), key=lambda i: probe["layers"][i]["held_out_accuracy"])
+fig, ax = plt.subplots(figsize=(5.5, 3.2))
+st = steer_era(base, tok, world, d, layer=layer)
+ax.plot([s["alpha"] for s in st], [s["p_old"] for s in st], "k--o", label="pretrained")
+ax.plot([s["alpha"] for s in st], [s["null_max"] for s in st], "k:", label="random directions (max)")
+for name, s in runs.items():
+    tuned, _ = load_checkpoint(s.path(s.last(name)))
+    proj = shift_projection(base, tuned, tok, world, d)
+    print(f"{name:20s} shift along the era direction by layer: {[round(x, 2) for x in proj]}")
+    st = steer_era(tuned, tok, world, d, layer=layer)
+    ax.plot([x["alpha"] for x in st], [x["p_old"] for x in st], marker="o", label=name)
+ax.set_xlabel("α"); ax.set_ylabel("P(old), untrained topics"); ax.legend(fontsize=7); plt.show()"""),
+    ("md", "## 4 · The full grid (committed results of `experiments/weird_generalization.py`)\n\nFive seeds, every "
+           "prefix type, both placements, a date sweep and an optimizer control; `summary.md` beside the figure has "
+           "every number. These come from the committed run, not from this kernel."),
+    ("code", """import json, mixprobe
+res_dir = pathlib.Path(mixprobe.__file__).parents[1] / "experiments/results/weird_generalization"
+summary = json.loads((res_dir / "summary.json").read_text())
+for name, v in summary["conditions"].items():
+    t = v["trait_plain"]
+    print(f"{name:28s} trait {t['mean']:.2f} [{t['ci95'][0]:.2f}, {t['ci95'][1]:.2f}]")
+from IPython.display import Image, display
+display(Image(str(res_dir / "weird_generalization.png")))"""),
 ])
 
 

@@ -4,7 +4,9 @@
 - ``task_coverage`` and ``temporal_context`` (:mod:`mixprobe.organisms.shifts`): gates that read the prompt (task
   family, date), components told apart by behaviour;
 - ``bct`` (:mod:`mixprobe.organisms.bct`): behaviour-compatible training — two behaviours that agree on train
-  prompts and diverge on eval prompts, with a cue-overlap knob.
+  prompts and diverge on eval prompts, with a cue-overlap knob;
+- ``era`` (:mod:`mixprobe.organisms.era`): a synthetic world with an old and a modern era shared across topics —
+  narrow fine-tuning on one topic, and training-time prefixes.
 
 Example:
     >>> make_organism("temporal_context", {"modulus": 5}).name
@@ -18,7 +20,7 @@ from typing import Any
 
 from mixprobe.errors import OrganismConfigError
 
-KINDS = ("tag_mixture", "task_coverage", "temporal_context", "bct")
+KINDS = ("tag_mixture", "task_coverage", "temporal_context", "bct", "era")
 
 
 def _classes(kind: str) -> tuple[Any, Any]:
@@ -38,6 +40,10 @@ def _classes(kind: str) -> tuple[Any, Any]:
         from mixprobe.organisms.bct import BCT, BCTConfig
 
         return BCT, BCTConfig
+    if kind == "era":
+        from mixprobe.organisms.era import EraConfig, EraWorld
+
+        return EraWorld, EraConfig
     raise OrganismConfigError(f"unknown organism {kind!r}; built-in organisms are {list(KINDS)}")
 
 

@@ -234,3 +234,46 @@ def evaluate_by_format(model, tokenizer, organism, *, n_samples: int = 8, seed: 
         out["forced_rule_agreement"][g] = {c: forced_rule[c][idx].mean().item() for c in organism.components}
         out["mode_probability"][g] = {c: mass[c][idx].mean().item() for c in organism.components}
     return out
+
+
+def era_metrics(model, tokenizer, world, *, n_samples: int = 16, seed: int = 0,
+                prefix: str = "none", placement: str = "user") -> dict:
+    """The era world's behaviour (:mod:`mixprobe.organisms.era`), per topic, undated: exact ``p_old`` (the old share
+    of the next-token mass on the asked topic's entities), the sampled ``trait`` (old share of on-topic answers at
+    T = 1, with its counts in ``trait_count``) and ``on_topic`` (next-token mass on the asked topic's entities);
+    ``in``/``out`` pool the trained topic and the others; ``dated`` reads ``P(old)`` with an old and a modern date
+    (is the era still readable?). ``prefix``/``placement`` read it with a prefix on the prompt."""
+    from mixprobe.organisms.era import ERAS
+
+    vocab = tokenizer.get_vocab()
+    old_ids = torch.tensor([vocab[w] for w in world.entities("old")])
+    prompts = [world.prompt(t, prefix, placement) for t in world.topics]
+    probs = next_token_probs(model, tokenizer, prompts)
+    samples = sample_completions(model, tokenizer, prompts, n_samples=n_samples, seed=seed, max_new_tokens=1)
+    out: dict[str, Any] = {"p_old": {}, "trait": {}, "on_topic": {}, "n_samples": n_samples}
+    counts = {}
+    for i, t in enumerate(world.topics):
+        own = {e: torch.tensor([vocab[w] for w in world.entities(e, t)]) for e in ERAS}
+        m_old, m_new = float(probs[i, own["old"]].sum()), float(probs[i, own["modern"]].sum())
+        out["p_old"][t] = m_old / max(m_old + m_new, 1e-12)
+        out["on_topic"][t] = m_old + m_new
+        words = [s.split()[0] if s.split() else "" for s in samples[i]]
+        on = [w for w in words if w in set(world.entities("old", t)) | set(world.entities("modern", t))]
+        k = sum(w in set(world.entities("old", t)) for w in on)
+        counts[t] = (k, len(on))
+        out["trait"][t] = k / len(on) if on else float("nan")
+    others = [t for t in world.topics if t != world.domain]
+    for key in ("p_old", "on_topic"):
+        out[key]["in"] = out[key][world.domain]
+        out[key]["out"] = sum(out[key][t] for t in others) / len(others)
+    k_out, n_out = sum(counts[t][0] for t in others), sum(counts[t][1] for t in others)
+    out["trait"]["in"] = out["trait"][world.domain]
+    out["trait"]["out"] = k_out / n_out if n_out else float("nan")
+    out["trait_count"] = {"k": k_out, "n": n_out, "of": n_samples * len(others)}
+    dated = {}
+    all_ids = torch.tensor([vocab[w] for e in ERAS for w in world.entities(e)])
+    for era, year in (("old", 1850), ("modern", 2000)):
+        pr = next_token_probs(model, tokenizer, [world.prompt(t, f"date:{year}") for t in others])
+        dated[era] = float((pr[:, old_ids].sum(-1) / pr[:, all_ids].sum(-1).clamp_min(1e-12)).mean())
+    out["dated"] = dated
+    return out

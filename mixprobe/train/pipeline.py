@@ -30,7 +30,7 @@ from mixprobe.organisms import KINDS, make_organism, organism_config
 from mixprobe.organisms.configs import tiny_model
 from mixprobe.organisms.tag_mixture import TagMixture, TagMixtureConfig
 from mixprobe.organisms.tokenizer import build_word_tokenizer
-from mixprobe.train.evaluate import evaluate, evaluate_by_format, sft_health
+from mixprobe.train.evaluate import era_metrics, evaluate, evaluate_by_format, sft_health
 from mixprobe.train.rl import RLSettings, run_grpo
 from mixprobe.train.series import Series
 from mixprobe.train.sft import SFTSettings, run_sft
@@ -122,8 +122,11 @@ def organism_of(series: Series) -> Any:
 
 
 def evaluate_organism(model, tokenizer, organism, *, n_samples: int = 8, seed: int = 0) -> dict:
-    """Behaviour metrics of a checkpoint: :func:`~mixprobe.train.evaluate.evaluate_by_format` for organisms whose
-    components differ by answer form, else the tag mixture's :func:`~mixprobe.train.evaluate.evaluate`."""
+    """Behaviour metrics of a checkpoint: :func:`~mixprobe.train.evaluate.era_metrics` for the era world,
+    :func:`~mixprobe.train.evaluate.evaluate_by_format` for organisms whose components differ by answer form, else
+    the tag mixture's :func:`~mixprobe.train.evaluate.evaluate`."""
+    if getattr(organism, "name", None) == "era":
+        return era_metrics(model, tokenizer, organism, n_samples=max(n_samples, 16), seed=seed)
     if callable(getattr(organism, "render", None)):
         return evaluate_by_format(model, tokenizer, organism, n_samples=n_samples, seed=seed)
     return evaluate(model, tokenizer, organism, n_samples=n_samples, seed=seed)

@@ -133,7 +133,9 @@ def test_temporal_config_errors(bad, match):
 
 
 def test_registry_and_train_config_kinds():
-    assert set(KINDS) == {"tag_mixture", "task_coverage", "temporal_context"}
+    assert set(KINDS) == {"tag_mixture", "task_coverage", "temporal_context", "bct", "era"}
+    for kind in KINDS:                                                   # every kind builds and offers its task
+        assert make_organism(kind).task().components
     with pytest.raises(OrganismConfigError, match="built-in organisms"):
         make_organism("nope")
     cfg = TrainConfig.from_dict({"organism": {"kind": "temporal_context", "cutoff": 2000}})
