@@ -359,17 +359,21 @@ def summarize_study(recs: list[dict]) -> dict:
     ok = [r for r in recs if "failed" not in r]
     res: dict = {"seeds": [r["seed"] for r in ok], "failed": [{"seed": r["seed"], "failed": r["failed"]}
                                                              for r in recs if "failed" in r], "conditions": {}}
-    names = list(ok[0]["conditions"]) if ok else []
-    base_trait = [trait_interval(r["conditions"][names[0]]["curve"][0]["plain"])["rate"] for r in ok]
-    res["base"] = {"trait_mean": float(np.mean(base_trait)), "per_seed": [trait_interval(
-        r["conditions"][names[0]]["curve"][0]["plain"]) for r in ok]}
+    names = list(dict.fromkeys(n for r in ok for n in r["conditions"]))      # seeds may hold different conditions
+
+    def base_of(r: dict) -> dict:       # the pretrained model's trait: step 0 of any of the seed's conditions
+        return trait_interval(next(iter(r["conditions"].values()))["curve"][0]["plain"])
+
+    base_trait = [base_of(r)["rate"] for r in ok]
+    res["base"] = {"trait_mean": float(np.mean(base_trait)), "per_seed": [base_of(r) for r in ok]}
     for n in names:
-        rows = [r["conditions"][n] for r in ok if n in r["conditions"]]
+        held = [r for r in ok if n in r["conditions"]]         # margins pair each seed with its own base model
+        rows = [r["conditions"][n] for r in held]
         end = [trait_interval(c["curve"][-1]["plain"]) for c in rows]
         p_old = [c["curve"][-1]["plain"]["p_old"]["out"] for c in rows]
-        margin = [e["rate"] - b for e, b in zip((trait_interval(c["curve"][-1]["plain"]) for c in rows), base_trait)]
+        margin = [e["rate"] - base_of(r)["rate"] for e, r in zip(end, held)]
         rates = [e["rate"] for e in end]
-        base_hi = [trait_interval(r["conditions"][n]["curve"][0]["plain"])["wilson"][1] for r in ok]
+        base_hi = [base_of(r)["wilson"][1] for r in held]
         entry = {
             "condition": rows[0]["condition"],
             "trait_plain": {"mean": float(np.mean(rates)), "sd": float(np.std(rates, ddof=1)) if len(end) > 1 else 0.0,
@@ -393,10 +397,11 @@ def summarize_study(recs: list[dict]) -> dict:
                                "null_max": float(np.mean([c["steer"][i]["null_max"] for c in rows]))}
                               for i, s0 in enumerate(rows[0]["steer"])]
         res["conditions"][n] = entry
-    if ok:
+    if ok and all("steer_base" in r for r in ok):
         res["steer_base"] = [{"alpha": s0["alpha"], "p_old": float(np.mean([r["steer_base"][i]["p_old"] for r in ok])),
                               "null_max": float(np.mean([r["steer_base"][i]["null_max"] for r in ok]))}
                              for i, s0 in enumerate(ok[0]["steer_base"])]
+    if ok and all("probe" in r for r in ok):
         res["probe"] = [{"layer": li, "held_out_accuracy": float(np.mean([r["probe"]["layers"][li]["held_out_accuracy"]
                                                                           for r in ok])),
                          "null_mean": float(np.mean([r["probe"]["layers"][li]["null_mean"] for r in ok]))}

@@ -98,3 +98,23 @@ def test_narrow_sft_refuses_another_organism(tmp_path):
     s = Series.create(tmp_path / "tm", organism="tag_mixture", organism_config={}, seed=0)
     with pytest.raises(OrganismConfigError, match="era series"):
         narrow_sft(s, Path(tmp_path / "x"), Condition())
+
+
+def test_summary_pairs_each_seed_with_its_own_base_when_seeds_hold_different_conditions():
+    from mixprobe.mixture.era import summarize_study
+
+    def metrics(k: int) -> dict:          # k old answers of 10 on-topic ones
+        return {"trait_count": {"k": k, "n": 10, "of": 10}, "p_old": {"out": k / 10, "in": 1.0},
+                "on_topic": {"out": 1.0}}
+
+    def cond(base_k: int, end_k: int, name: str) -> dict:
+        return {"condition": {"name": name}, "curve": [{"plain": metrics(base_k)}, {"plain": metrics(end_k)}],
+                "projection_plain": [0.1, 0.2], "verdict": {"label": "both"}}
+
+    recs = [{"seed": 0, "conditions": {"narrow_none": cond(3, 9, "narrow_none")}},
+            {"seed": 1, "conditions": {"narrow_name": cond(1, 5, "narrow_name"),
+                                       "narrow_none": cond(1, 7, "narrow_none")}}]
+    s = summarize_study(recs)
+    assert s["conditions"]["narrow_none"]["margin_over_base"]["mean"] == pytest.approx((0.6 + 0.6) / 2)
+    assert s["conditions"]["narrow_name"]["margin_over_base"]["mean"] == pytest.approx(0.4)     # seed 1 only
+    assert len(s["conditions"]["narrow_name"]["trait_plain"]["per_seed"]) == 1
