@@ -22,12 +22,11 @@ Constraints: records are those of :func:`~mixprobe.mixture.bct.run_cell` (writte
 """
 from __future__ import annotations
 
-import json
 import warnings
 from pathlib import Path
 
 from mixprobe.errors import DataError
-from mixprobe.report.page import Section, render_table, write_report
+from mixprobe.report.page import Section, load_json_records, render_table, write_report
 
 PREDICTORS = (("grad_cosine", "grad cosine"), ("grad_cosine_mean", "mean-grad cosine"),
               ("activation_cosine", "activation cosine"), ("overlap", "overlap level"))
@@ -254,16 +253,7 @@ def load_bct_records(results_dir: str | Path) -> list[dict]:
     paths = sorted((folder / "cells").glob("*.json"))
     if not paths:
         raise DataError(f"no BCT cells in {folder / 'cells'}: {HOW_TO_PRODUCE}; then rerun the report on {folder}")
-    records = []
-    for p in paths:
-        try:
-            rec = json.loads(p.read_text())
-        except (OSError, json.JSONDecodeError) as e:
-            raise DataError(f"{p} is not a readable JSON record ({e}); delete it and rerun the cell") from None
-        if not isinstance(rec, dict) or not {"setting", "overlap", "seed"} <= set(rec):
-            raise DataError(f"{p} is not a BCT record (needs setting, overlap, seed); delete it and rerun the cell")
-        records.append(rec)
-    return records
+    return load_json_records(paths, "a BCT record", {"setting", "overlap", "seed"}, "cell")
 
 
 def build_bct_report(results_dir: str | Path, out_dir: str | Path | None = None) -> Path:

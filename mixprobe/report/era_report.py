@@ -24,12 +24,11 @@ Constraints: records are those of :func:`~mixprobe.mixture.era.run_seed` (writte
 """
 from __future__ import annotations
 
-import json
 import warnings
 from pathlib import Path
 
 from mixprobe.errors import DataError
-from mixprobe.report.page import Section, write_report
+from mixprobe.report.page import Section, load_json_records, write_report
 
 RELEVANT = ("identity", "intent", "inoculation", "date_old")
 IRRELEVANT = ("name", "assistant", "date_modern")
@@ -390,16 +389,11 @@ def load_era_records(results_dir: str | Path) -> list[dict]:
     paths = sorted((folder / "seeds").glob("*.json"), key=_seed_order)
     if not paths:
         raise DataError(f"no era records in {folder / 'seeds'}: {HOW_TO_PRODUCE}; then rerun the report on {folder}")
-    records = []
-    for p in paths:
-        try:
-            rec = json.loads(p.read_text())
-        except (OSError, json.JSONDecodeError, UnicodeDecodeError) as e:
-            raise DataError(f"{p} is not a readable JSON record ({e}); delete it and rerun the seed") from None
-        if not isinstance(rec, dict) or not {"seed", "conditions"} <= set(rec) or not isinstance(
-                rec["conditions"], dict):
-            raise DataError(f"{p} is not an era record (needs seed and conditions); delete it and rerun the seed")
-        records.append(rec)
+    records = load_json_records(paths, "an era record", {"seed", "conditions"}, "seed")
+    bad = [p for p, r in zip(paths, records) if not isinstance(r["conditions"], dict)]
+    if bad:
+        raise DataError(f"{bad[0]} is not an era record (its conditions are not a mapping); delete it and rerun the "
+                        "seed")
     return records
 
 

@@ -106,3 +106,22 @@ def write_report(sections: list[Section], out_dir: str | Path, data: dict, title
     atomic_write_text(out / "report.html", page)
     atomic_write_json(out / "report.json", json.loads(json.dumps(data, default=str)))
     return out / "report.html"
+
+
+def load_json_records(paths: list[Path], what: str, required: set[str], rerun: str) -> list[dict]:
+    """Parse study records (one JSON object per file); a :class:`~mixprobe.errors.DataError` naming the file that is
+    unreadable or lacks a ``required`` key (``what``: the record kind; ``rerun``: what to rerun)."""
+    from mixprobe.errors import DataError
+
+    records = []
+    for p in paths:
+        try:
+            rec = json.loads(p.read_text())
+        except (OSError, json.JSONDecodeError, UnicodeDecodeError) as e:
+            raise DataError(f"{p} is not a readable JSON record ({e}); delete it and rerun the {rerun}") from None
+        if not isinstance(rec, dict) or not required <= set(rec):
+            raise DataError(f"{p} is not {what} (needs {', '.join(sorted(required))}); delete it and rerun the "
+                            f"{rerun}")
+        records.append(rec)
+    return records
+
