@@ -3,18 +3,21 @@
 Modules: :mod:`~mixprobe.probes.estimators` (LogisticProbe, MassMeanProbe, LATProbe, CCSProbe, CRAProbe),
 :mod:`~mixprobe.probes.batched` (fit_probes, layer_sweep), :mod:`~mixprobe.probes.metrics`,
 :mod:`~mixprobe.probes.readout` (transfer_matrix, gate_readout, selection_direction),
-:mod:`~mixprobe.probes.solver` (batched Newton), :mod:`~mixprobe.probes.validation` (named input errors).
+:mod:`~mixprobe.probes.solver` (batched Newton), :mod:`~mixprobe.probes.validation` (named input errors),
+:mod:`~mixprobe.probes.heads` (GENIES' mass-mean over attention heads: HeadMassMeanProbe).
 """
 from mixprobe.probes.batched import LayerSweep, ProbeFits, fit_probes, layer_sweep, train_test_indices
 from mixprobe.probes.estimators import (CCSProbe, CRAProbe, LATProbe, LogisticProbe, MassMeanProbe,
                                         format_with_template, platt_calibrate, split_pairs)
+from mixprobe.probes.heads import HeadMassMeanProbe
 from mixprobe.probes.metrics import (accuracy, auroc, differential_elicitation, elicitation,
                                      rms_calibration_error)
 from mixprobe.probes.readout import (TransferMatrix, gate_readout, readout_table, selection_direction,
                                      transfer_matrix)
 
 __all__ = [
-    "CCSProbe", "CRAProbe", "LATProbe", "LayerSweep", "LogisticProbe", "MassMeanProbe", "ProbeFits",
+    "CCSProbe", "CRAProbe", "HeadMassMeanProbe", "LATProbe", "LayerSweep", "LogisticProbe", "MassMeanProbe",
+    "ProbeFits",
     "TransferMatrix", "accuracy", "auroc", "differential_elicitation", "elicitation", "fit_probes",
     "format_with_template", "gate_readout", "layer_sweep", "platt_calibrate", "readout_table",
     "rms_calibration_error", "selection_direction", "split_pairs", "train_test_indices", "transfer_matrix",
