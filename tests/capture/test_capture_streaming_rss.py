@@ -61,6 +61,7 @@ def ckpt(tmp_path_factory):
 def _peak(script, ckpt, out_dir, n: int, mode: str) -> float:
     """Peak RSS (MB) one capture of ``n`` prompts adds, in a fresh child process (no history from other runs)."""
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
+    os.makedirs(out_dir, exist_ok=True)
     out = subprocess.run([sys.executable, str(script), str(ckpt), str(out_dir), str(n), mode], env=env,
                          capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr[-2000:]
@@ -71,16 +72,18 @@ def _peak(script, ckpt, out_dir, n: int, mode: str) -> float:
 def test_peak_rss_flat_when_prompts_grow_10x(ckpt, tmp_path):
     script = tmp_path / "child.py"
     script.write_text(CHILD)
-    p = {f"{mode}_{size}": _peak(script, ckpt, tmp_path, n, mode)
+    # One child's peak varies by up to ~15 MB between identical runs (the allocator; measured 17.6-27.7 MB for the
+    # same small store capture), so each store number is the least of 3 children: the noise only ever adds.
+    p = {f"{mode}_{size}": min(_peak(script, ckpt, tmp_path / f"{mode}{size}{i}", n, mode)
+                               for i in range(3 if mode == "store" else 1))
          for mode in ("store", "mem") for size, n in (("small", 200), ("big", 2000))}
     print(p)
-    # 2000 prompts x 4 sites x 6 tokens x 256 floats = ~49 MB of activations; the store must not hold them.
-    # One child's peak varies by up to ~11 MB between identical runs (allocator), so the bound is 20 MB: well
-    # under the 49 MB a store that kept the activations would add.
+    # 2000 prompts x 4 sites x 6 tokens x 256 floats = ~49 MB of activations; the store must not hold them: the
+    # bound is 20 MB, well under the 49 MB a store that kept the activations would add.
     assert p["store_big"] - p["store_small"] < 20, p
     from mixprobe.capture.store import ActivationStore
 
-    st = ActivationStore(tmp_path / "s2000")
+    st = ActivationStore(tmp_path / "storebig0" / "s2000")
     assert st.get(st.checkpoints[0], "resid_post.3").shape == (2000, 6, 256)
     # sensitivity: the same measurement sees an in-memory capture grow by about the activations' size
     assert p["mem_big"] - p["mem_small"] > 35, p
