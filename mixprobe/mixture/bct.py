@@ -43,6 +43,7 @@ import numpy as np
 import torch
 
 from mixprobe.errors import OrganismConfigError
+from mixprobe.models.batch import last_token_states
 from mixprobe.mixture.stats import wilson
 
 METHODS = ("sft", "grpo")
@@ -246,12 +247,24 @@ def summarize_cell(curves: list[list[dict]], labels: list[str] | None = None, *,
     return out
 
 
-def _last_token_states(model, tok, prompts: list[str]) -> torch.Tensor:
-    from mixprobe.models.batch import tokenize
+@torch.no_grad()
+def last_token_probs(model, tok, prompts: list[str], layer: int | None = None,
+                     add: torch.Tensor | None = None) -> torch.Tensor:
+    """Next-token probabilities after each prompt (``[n, vocab]``); with ``add``, ``add`` is added to the output of
+    block ``layer`` at the last prompt token (:func:`mixprobe.steering.steer`, ``positions="last_prompt"``)."""
+    from contextlib import nullcontext
 
+    from mixprobe.mixture.components import as_handle
+    from mixprobe.models.batch import tokenize
+    from mixprobe.steering import SteeringVector, steer
+
+    ctx: Any = nullcontext()
+    if add is not None and layer is not None:
+        vec = SteeringVector.from_tensors({f"resid_post.{layer}": add}, normalize=False)
+        ctx = steer(as_handle(model, tok), vec, 1.0, positions="last_prompt")
     batch = tokenize(tok, prompts).to(next(model.parameters()).device)
-    out = model(**batch.inputs(), output_hidden_states=True)
-    return torch.stack([h[:, -1] for h in out.hidden_states[1:]], 1)     # [n, layers, d]
+    with ctx:
+        return model(**batch.inputs()).logits[:, -1].float().softmax(-1)
 
 
 def _cos(a: torch.Tensor, b: torch.Tensor) -> float:
@@ -292,9 +305,8 @@ def overlap_predictors(model, tok, organism) -> dict:
         cos.append(_cos(gt, ge))
         g_t_sum = gt if g_t_sum is None else g_t_sum + gt
         g_e_sum = ge if g_e_sum is None else g_e_sum + ge
-    with torch.no_grad():
-        h_t = _last_token_states(model, tok, [p[0]["prompt"] for p in pairs]).float()
-        h_e = _last_token_states(model, tok, [p[1]["prompt"] for p in pairs]).float()
+    h_t = last_token_states(model, tok, [p[0]["prompt"] for p in pairs])
+    h_e = last_token_states(model, tok, [p[1]["prompt"] for p in pairs])
     mu = torch.cat([h_t, h_e]).mean(0, keepdim=True)
     act = torch.nn.functional.cosine_similarity(h_t - mu, h_e - mu, dim=-1).mean(0)      # [layers]
     model.train(was)
@@ -326,41 +338,19 @@ def prefix_direction(model, tok, organism, *, prefix: str | None = None, layer: 
     find the prefix would succeed by construction (the prefix is in the input); what is not by construction is
     whether the direction it finds *does* something, which is what this measures.
     """
-    from mixprobe.models.batch import tokenize
-    from mixprobe.models.layout import Layout
-
     prefix = prefix if prefix is not None else organism.forcing("A")
-    rows = organism.prompt_set(("E",)) if "E" in organism.cues else organism.prompt_set()
-    rows = [r for r in rows if r["cue"] == "E"]
+    rows = [r for r in organism.prompt_set() if r["cue"] == "E"]
     plain = [r["prompt"] for r in rows]
     pre = [f"{prefix} {p}" for p in plain]
     vocab = tok.get_vocab()
     a_ids = torch.tensor([vocab[organism.render("A", v)] for v in range(organism.p)])
-    blocks = Layout.of(model).layers
-    idx = layer % len(blocks)
-    dev = next(model.parameters()).device
+    idx = layer % model.config.num_hidden_layers
 
-    @torch.no_grad()
     def p_a(texts: list[str], add: torch.Tensor | None = None) -> float:
-        batch = tokenize(tok, texts).to(dev)
-        handle = None
-        if add is not None:
-            def hook(_m, _i, out):
-                h = out[0] if isinstance(out, tuple) else out
-                h = h.clone()
-                h[:, -1] += add.to(h.dtype)
-                return (h, *out[1:]) if isinstance(out, tuple) else h
-            handle = blocks[idx].register_forward_hook(hook)
-        try:
-            logits = model(**batch.inputs()).logits[:, -1].float()
-        finally:
-            if handle is not None:
-                handle.remove()
-        return float(logits.softmax(-1)[:, a_ids].sum(-1).mean())
+        probs = last_token_probs(model, tok, texts, idx, add)
+        return float(probs[:, a_ids].sum(-1).mean())
 
-    with torch.no_grad():
-        d = (_last_token_states(model, tok, pre)[:, idx].float().mean(0)
-             - _last_token_states(model, tok, plain)[:, idx].float().mean(0))
+    d = last_token_states(model, tok, pre)[:, idx].mean(0) - last_token_states(model, tok, plain)[:, idx].mean(0)
     base = p_a(plain)
     effect = p_a(plain, d) - base
     g = torch.Generator().manual_seed(seed)

@@ -40,6 +40,7 @@ import numpy as np
 import torch
 
 from mixprobe.errors import OrganismConfigError
+from mixprobe.models.batch import last_token_states
 from mixprobe.mixture.stats import wilson
 
 
@@ -165,16 +166,6 @@ def trait_interval(metrics: dict, confidence: float = 0.95) -> dict:
 
 
 # --- activations ---------------------------------------------------------------------------------------------------
-@torch.no_grad()
-def last_token_states(model, tok, prompts: list[str]) -> torch.Tensor:
-    """``[n, layers, d]``: each block's output at the last prompt token."""
-    from mixprobe.models.batch import tokenize
-
-    batch = tokenize(tok, prompts).to(next(model.parameters()).device)
-    out = model(**batch.inputs(), output_hidden_states=True)
-    return torch.stack([h[:, -1] for h in out.hidden_states[1:]], 1).float().cpu()
-
-
 def dated_prompts(world, topics, years) -> tuple[list[str], np.ndarray]:
     """Prompts ``user : date YY YY : name a <topic> :`` and their era labels (1 = old)."""
     prompts, labels = [], []
@@ -235,28 +226,11 @@ def shift_projection(before, after, tok, world, direction: torch.Tensor | None =
     return [float(shift[i] @ d[i] / (d[i] @ d[i]).clamp_min(1e-12)) for i in range(d.shape[0])]
 
 
-@torch.no_grad()
 def _p_old(model, tok, world, prompts: list[str], layer: int | None = None, add: torch.Tensor | None = None) -> float:
-    from mixprobe.models.batch import tokenize
-    from mixprobe.models.layout import Layout
+    from mixprobe.mixture.bct import last_token_probs
 
     vocab = tok.get_vocab()
-    handle = None
-    if add is not None and layer is not None:
-        block = Layout.of(model).layers[layer]
-
-        def hook(_m, _i, out):
-            h = out[0] if isinstance(out, tuple) else out
-            h = h.clone()
-            h[:, -1] += add.to(h.dtype)
-            return (h, *out[1:]) if isinstance(out, tuple) else h
-        handle = block.register_forward_hook(hook)
-    try:
-        batch = tokenize(tok, prompts).to(next(model.parameters()).device)
-        probs = model(**batch.inputs()).logits[:, -1].float().softmax(-1)
-    finally:
-        if handle is not None:
-            handle.remove()
+    probs = last_token_probs(model, tok, prompts, layer, add)
     vals = []
     for i, t in enumerate([p.split()[-2] for p in prompts]):
         old = probs[i, [vocab[w] for w in world.entities("old", t)]].sum()

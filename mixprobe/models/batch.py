@@ -119,3 +119,12 @@ def tokenize(tokenizer: Any, prompts: Sequence[str] | str, completions: Sequence
     lens = np.fromiter(map(len, ids), np.int64, len(ids))
     flat = np.fromiter(itertools.chain.from_iterable(ids), np.int64, int(lens.sum()))
     return pad_batch(flat, lens, np.asarray(plen, np.int64), pad_token_id(tokenizer), pad_to)
+
+
+@torch.no_grad()
+def last_token_states(model: Any, tokenizer: Any, prompts: Sequence[str]) -> torch.Tensor:
+    """``[n, layers, d]`` (float32, CPU): every block's output (``resid_post``) at each prompt's last token."""
+    batch = tokenize(tokenizer, list(prompts)).to(next(model.parameters()).device)
+    out = model(**batch.inputs(), output_hidden_states=True)
+    return torch.stack([h[:, -1] for h in out.hidden_states[1:]], 1).float().cpu()
+
