@@ -31,13 +31,14 @@ from mixprobe.errors import MixprobeError  # noqa: E402,F401  (cheap: no third-p
 
 _PUBLIC = {
     # tasks: the question
-    "Task": "mixprobe.tasks", "Prompt": "mixprobe.tasks", "Component": "mixprobe.tasks",
+    "Task": "mixprobe.tasks", "Prompt": "mixprobe.tasks", "Component": "mixprobe.tasks", "Pair": "mixprobe.tasks",
     "TaskSpec": "mixprobe.tasks", "load_task": "mixprobe.tasks", "task_for": "mixprobe.tasks",
     # models and series: the checkpoints
     "load": "mixprobe.models", "ModelHandle": "mixprobe.models", "load_series": "mixprobe.models",
     "trainer_series": "mixprobe.models", "Series": "mixprobe.train.series",
     # the models stack: sites, positions, batches, layouts
-    "Site": "mixprobe.models", "parse_sites": "mixprobe.models", "Layout": "mixprobe.models",
+    "Site": "mixprobe.models", "parse_sites": "mixprobe.models", "split_heads": "mixprobe.models",
+    "Layout": "mixprobe.models",
     "Batch": "mixprobe.models", "tokenize": "mixprobe.models", "resolve_positions": "mixprobe.models",
     "position_mask": "mixprobe.models", "thread_budget": "mixprobe.env",
     # capture and the store
@@ -45,7 +46,11 @@ _PUBLIC = {
     # probes
     "LogisticProbe": "mixprobe.probes", "MassMeanProbe": "mixprobe.probes", "LATProbe": "mixprobe.probes",
     "CRAProbe": "mixprobe.probes", "CCSProbe": "mixprobe.probes", "fit_probes": "mixprobe.probes",
-    "layer_sweep": "mixprobe.probes", "gate_readout": "mixprobe.probes",
+    "layer_sweep": "mixprobe.probes", "gate_readout": "mixprobe.probes", "HeadMassMeanProbe": "mixprobe.probes",
+    # GENIES' baselines: zero-/few-shot judges and the LoRA reward model
+    "judge_scores": "mixprobe.probes", "zero_shot_pair_proba": "mixprobe.probes",
+    "few_shot_pair_proba": "mixprobe.probes", "RewardSettings": "mixprobe.train.reward",
+    "RewardModel": "mixprobe.train.reward", "train_reward_model": "mixprobe.train.reward",
     # steering
     "SteeringVector": "mixprobe.steering", "steer": "mixprobe.steering",
     # patching

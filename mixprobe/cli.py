@@ -715,6 +715,134 @@ def era(
     console.print(f"wrote {', '.join(written)} and {path}", highlight=False)
 
 
+def _genies_names(values: list[str], valid: list[str], what: str, option: str) -> list[str]:
+    """The named shifts or methods of ``mixprobe genies`` ('all': every one), checked before anything is trained."""
+    from mixprobe.errors import OrganismConfigError
+
+    names = _list_option(values, option)
+    if [n.lower() for n in names] == ["all"]:
+        return list(valid)
+    bad = [n for n in names if n not in valid]
+    if bad:
+        raise OrganismConfigError(f"unknown {what} {bad}; valid {what}: {', '.join(valid)} (or all)")
+    return names
+
+
+@app.command()
+@user_errors
+def genies(
+    out: Path = typer.Option(..., "--out", help="study folder: OUT/seeds/<seed>.json, OUT/summary.json, "
+                             "OUT/summary.md, OUT/genies.png, OUT/report/report.html"),
+    seeds: list[str] = typer.Option(["0"], "--seeds", help="seeds, comma-separated or repeated: --seeds 0,1,2"),
+    shifts: list[str] = typer.Option(["all"], "--shifts", help="preference-world shifts (spurious_length, "
+                                     "easy_to_hard, digits_to_words, plain_to_story, low_to_high_quality, "
+                                     "add_to_sort, plain_to_sycophancy, plain_to_flattery) or all; comma-separated "
+                                     "or repeated: --shifts spurious_length,easy_to_hard"),
+    methods: list[str] = typer.Option(["all"], "--methods", help="methods (mms, lat, lat_pca, lat_template, cra, "
+                                      "ccs, logistic, random, lora, few_shot, zero_shot) or all; comma-separated. "
+                                      "TTC and DE need lora; DE needs zero_shot"),
+    n_train: int = typer.Option(400, "--n-train", help="training pairs per split (source fit; target for TTC)"),
+    n_test: int = typer.Option(400, "--n-test", help="test pairs per split (target; source for source accuracy)"),
+    pretrain_steps: int | None = typer.Option(None, "--pretrain-steps", help="pretraining steps of each seed's "
+                                                 "world (default 2500; 1000 with --reduced)"),
+    reward_steps: int | None = typer.Option(None, "--reward-steps", help="training steps of each LoRA reward "
+                                               "model (default 300, lr 2e-3)"),
+    reduced: bool = typer.Option(False, "--reduced", help="the reduced world (2 layers, d_model 64, about a minute "
+                                 "to pretrain): learns format and garbage, not the arithmetic — for a quick look"),
+    report_only: bool = typer.Option(False, "--report-only", help="train nothing: rebuild summary, figure and "
+                                     "report from the seeds already in OUT/seeds"),
+) -> None:
+    """GENIES in miniature (preference world): pretrain the world, fit every method on each shift's source and score
+    it on the target, with TTC from a LoRA reward model tuned on the target; then summary.json, summary.md (the
+    leaderboard), the figure and an HTML report. A seed already in OUT/seeds is kept as it is (delete its file to
+    rerun it)."""
+    import math
+    import time
+
+    from mixprobe.errors import OrganismConfigError
+    from mixprobe.io import atomic_path, atomic_write_json, atomic_write_text
+    from mixprobe.mixture import genies as genies_study
+    from mixprobe.organisms.preference import SHIFTS
+    from mixprobe.report.genies_report import build_genies_report, load_genies_records
+
+    seed_list = _ints(_list_option(seeds, "--seeds"), "--seeds")
+    shift_list = _genies_names(shifts, sorted(SHIFTS), "shifts", "--shifts")
+    method_list = _genies_names(methods, list(genies_study.DEFAULT_METHODS), "methods", "--methods")
+    for name, v in (("--n-train", n_train), ("--n-test", n_test), ("--pretrain-steps", pretrain_steps),
+                    ("--reward-steps", reward_steps)):
+        if v is not None and v < 1:
+            raise OrganismConfigError(f"{name} must be >= 1, got {v}")
+
+    folder = out / "seeds"
+    if not report_only:
+        todo = [s for s in seed_list if not (folder / f"{s}.json").exists()]
+        console.print(f"{len(todo)} seed(s) to run, shifts {shift_list}, methods {method_list}; "
+                      f"{len(seed_list) - len(todo)} already in {folder}", highlight=False)
+        if todo:
+            folder.mkdir(parents=True, exist_ok=True)
+            pretrain = dict(genies_study.REDUCED_WORLD) if reduced else {}
+            if pretrain_steps is not None:
+                pretrain["steps"] = pretrain_steps
+            reward = dict(genies_study.DEFAULT_REWARD)
+            if reward_steps is not None:
+                reward["steps"] = reward_steps
+            for seed in todo:
+                t0 = time.time()
+                recs = genies_study.run_seed(seed, shift_list, methods=tuple(method_list), pretrain=pretrain,
+                                             reward=reward, n_train=n_train, n_test=n_test)
+                rec = {"seed": seed, "seconds": round(time.time() - t0), "pretrain": pretrain, "reward": reward,
+                       "records": recs}
+                atomic_write_json(folder / f"{seed}.json", rec)
+                console.print(f"seed {seed}: {rec['seconds']} s", highlight=False)
+
+    records = load_genies_records(out)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)      # means of no finite value (no TTC without lora)
+        summary = genies_study.summarize(records)
+    atomic_write_json(out / "summary.json", summary)
+    atomic_write_text(out / "summary.md", genies_study.leaderboard_markdown(summary))
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    import matplotlib.pyplot as plt
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")                      # all-NaN DE bars when there is no TTC
+        fig = genies_study.plot_leaderboard(summary)
+        with atomic_path(out / "genies.png") as tmp:
+            fig.savefig(tmp, format="png", dpi=110)
+    plt.close(fig)
+    path = build_genies_report(out)
+    table = Table(title=f"GENIES leaderboard (preference world) · {len(summary['seeds'])} seed(s), "
+                        f"{len(summary['shifts'])} shift(s) in {folder}",
+                  caption="averages over shifts, mean over seeds [95 % bootstrap over seeds]; A_gen: accuracy on the "
+                          "target after fitting on the source; DE = (A_gen − A_zero-shot) / TTC; GENIES DE: the "
+                          "paper's average (LLaMA-30B)")
+    for col in ("method", "A_gen", "source acc.", "DE", "GENIES DE"):
+        table.add_column(col, justify="left" if col == "method" else "right")
+
+    def cell(c: dict, signed: bool = False) -> str:
+        if not math.isfinite(c["mean"]):
+            return "—"
+        f = "{:+.2f}" if signed else "{:.2f}"
+        lo, hi = c["ci95"]
+        return f.format(c["mean"]) + (f" [{f.format(lo)}, {f.format(hi)}]" if math.isfinite(lo) else "")
+
+    for m in summary["order"]:
+        a = summary["average"][m]
+        ref = genies_study.GENIES_REFERENCE_DE.get(m)
+        table.add_row(m, cell(a["a_gen"]), cell(a["source"]), cell(a["de"], signed=True),
+                      "—" if ref is None else f"{ref:+.3f}")
+    console.print(table)
+    if any("ttc" in r for r in records):
+        console.print(genies_study.ordering_sentence(summary), highlight=False)
+    else:
+        console.print("TTC is unavailable (no LoRA reward model in the records: add lora to --methods), so there "
+                      "is no DE", highlight=False)
+    console.print(f"wrote {out / 'summary.json'}, {out / 'summary.md'}, {out / 'genies.png'} and {path}",
+                  highlight=False)
+
+
 def main() -> None:  # pragma: no cover
     app()
 

@@ -474,6 +474,85 @@ display(Image(str(res_dir / "weird_generalization.png")))"""),
 ])
 
 
+notebook("06_genies", [
+    ("md", "# 06 · Which reading of \"the better response\" generalises? GENIES in miniature\n\n"
+           "GENIES (arXiv 2311.07723) fits a probe or a reward model on preference pairs from a **source** "
+           "distribution and scores it on a shifted **target**: easy → hard, a spurious cue reversed, a new encoding, "
+           "a persona... Here a small Llama is pretrained from scratch on a synthetic world of tiny tasks with one "
+           "right answer (`ask : add 3 4 .` → `ans : 7 .`), where a verdict `judge : good` / `judge : bad` follows "
+           "most wrong answers and some right ones. The methods are GENIES' own: mass-mean per **attention head** "
+           "(the new site `z.L`), LAT per residual layer, CRA, CCS, a LoRA reward model, zero- and few-shot. CI runs "
+           "this notebook on the reduced world (2 layers, 1,000 steps), which learns the format and garbage but not "
+           "the arithmetic; `experiments/genies.py` is the full study, whose committed leaderboard closes the "
+           "notebook."),
+    ("code", """import os
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+import warnings; warnings.filterwarnings("ignore")
+import numpy as np
+import matplotlib.pyplot as plt
+%matplotlib inline
+from mixprobe.organisms.preference import SHIFTS, PreferenceWorld
+from mixprobe.mixture.genies import (REDUCED_WORLD, evaluate_shift, pair_features, pretrained_world,
+                                     world_model)
+w = PreferenceWorld()
+for name, sh in SHIFTS.items():
+    src, tgt = w.split(name, "source", 1, 0)[0], w.split(name, "target", 1, 0)[0]
+    print(f"{name:20s} [{sh.category}]\\n   source: {src.prompt} | {w.good_bad(src)[0]} ≻ {w.good_bad(src)[1]}"
+          f"\\n   target: {tgt.prompt} | {w.good_bad(tgt)[0]} ≻ {w.good_bad(tgt)[1]}")"""),
+    ("md", "## 1 · Per-head activations\n\n`z.L` is each attention head's output before the output projection "
+           "(TransformerLens `blocks.L.attn.hook_z`), read flat `[batch, pos, heads·d_head]` by every backend; "
+           "`split_heads` gives `[..., heads, d_head]`. `pair_features` reads the last token of each response "
+           "(plain, with the LAT stimulus `judge :`, and with the two contrast verdicts)."),
+    ("code", """handle, world = world_model(0, **REDUCED_WORLD)
+from mixprobe.models import split_heads
+batch = handle.tokenize(["ask : add 3 4 . ans : 7 ."])
+z = handle.read(batch, ["z.0", "attn_out.0"], "last_prompt")
+heads = split_heads(z["z.0"], handle.model.config.num_attention_heads)
+print(tuple(z["z.0"].shape), "→", tuple(heads.shape))
+o_proj = handle.model.model.layers[0].self_attn.o_proj
+assert np.allclose(o_proj(z["z.0"]).detach().numpy(), z["attn_out.0"].numpy(), atol=1e-5)   # z feeds attn_out
+f = pair_features(handle, world.split("spurious_length", "source", 4, 0))
+print({k: v.shape for k, v in f.items()})"""),
+    ("md", "## 2 · Two shifts, every method\n\nOn `low_to_high_quality` the source's bad responses are garbage "
+           "(`ans : ? .`), so every method is right on source by construction; the question is the target, whose "
+           "bad responses are near misses. On `spurious_length` good ⇔ long on source and good ⇔ short on target: "
+           "a method that reads length is perfect on source and wrong on target *by construction*, which this "
+           "reduced world shows. TTC is the reward model tuned on the target itself; `random` is the mass-mean "
+           "probe with a random direction per head at matched norm."),
+    ("code", """run = pretrained_world(0, **REDUCED_WORLD)
+from mixprobe.train.series import Series
+s = Series.load(run)
+methods = ("mms", "lat", "cra", "ccs", "random", "zero_shot", "lora")
+recs = {sh: evaluate_shift(handle, world, sh, methods=methods, n_train=200, n_test=200,
+                           model_dir=s.path(s.last("sft")), reward={"steps": 60, "lr": 2e-3})
+        for sh in ("low_to_high_quality", "spurious_length")}
+for sh, rec in recs.items():
+    print(f"{sh}: TTC {rec['ttc']:.2f}")
+    for m, v in rec["methods"].items():
+        print(f"   {m:10s} source {v['source_accuracy']:.2f}   target {v['accuracy']:.2f}   RMS {v['rms']:.2f}")
+assert recs["low_to_high_quality"]["methods"]["mms"]["source_accuracy"] >= 0.85
+assert recs["spurious_length"]["methods"]["mms"]["accuracy"] <= 0.15     # it read length: wrong on target
+fig, ax = plt.subplots(figsize=(7, 3))
+x = np.arange(len(methods))
+for i, (sh, rec) in enumerate(recs.items()):
+    ax.bar(x + 0.4 * i, [rec["methods"][m]["accuracy"] for m in methods], 0.4, label=f"{sh} (target)")
+ax.axhline(0.5, color="grey", lw=0.8); ax.set_xticks(x + 0.2, methods); ax.set_ylabel("A_gen"); ax.legend(fontsize=8)
+plt.show()"""),
+    ("md", "## 3 · The full study (committed results of `experiments/genies.py`)\n\nThree seeds of the full world "
+           "(4 layers × 8 heads, 2,500 steps), 8 shifts, 11 methods, 400 pairs per split. The leaderboard below "
+           "comes from the committed run, not from this kernel; `summary.md` has every number with its interval."),
+    ("code", """import json, pathlib, mixprobe
+res_dir = pathlib.Path(mixprobe.__file__).parents[1] / "experiments/results/genies"
+summary = json.loads((res_dir / "summary.json").read_text())
+for m in summary["order"]:
+    a = summary["average"][m]
+    print(f"{m:13s} A_gen {a['a_gen']['mean']:.2f}   DE {a['de']['mean']:+.3f} "
+          f"[{a['de']['ci95'][0]:+.3f}, {a['de']['ci95'][1]:+.3f}]")
+from IPython.display import Image, display
+display(Image(str(res_dir / "genies.png")))"""),
+])
+
+
 def build() -> list[Path]:
     out = []
     for name, cells in NOTEBOOKS.items():

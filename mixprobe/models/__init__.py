@@ -6,4 +6,4 @@ from mixprobe.models.handle import ModelHandle  # noqa: F401
 from mixprobe.models.layout import Layout, unwrap  # noqa: F401
 from mixprobe.models.loading import SeriesCheckpoint, SeriesManifest, load, load_series, trainer_series  # noqa: F401
 from mixprobe.models.positions import position_ids_from_mask, position_mask, resolve_positions  # noqa: F401
-from mixprobe.models.sites import Site, parse_sites  # noqa: F401
+from mixprobe.models.sites import Site, parse_sites, split_heads  # noqa: F401

@@ -6,20 +6,24 @@ them under other names. Mechanism: one table of trunks (``TRUNKS``) and one list
 :class:`Layout` is the first trunk that matches the unwrapped model (:func:`unwrap` strips a
 :class:`~mixprobe.models.handle.ModelHandle` and a PEFT wrapper, LoRA layers staying injected):
 
-=========================  =====================  ================  ====================  =========================
-trunk                      blocks                 embedding         final norm            architectures
-=========================  =====================  ================  ====================  =========================
-``model``                  ``layers``             ``embed_tokens``  ``norm``              Llama, Qwen2, Mistral,
-                                                                                          Gemma 1/2/3 (text), Phi-3
-``model``                  ``layers``             ``embed_tokens``  ``final_layernorm``   Phi-1/2
-``model.language_model``   ``layers``             ``embed_tokens``  ``norm``              Gemma 3 (multimodal)
-``model.decoder``          ``layers``             ``embed_tokens``  ``final_layer_norm``  OPT
-``transformer``            ``h``                  ``wte``           ``ln_f``              GPT-2, GPT-J
-``gpt_neox``               ``layers``             ``embed_in``      ``final_layer_norm``  GPT-NeoX, Pythia
-=========================  =====================  ================  ====================  =========================
+=========================  ==========  ================  ====================  ============  =========================
+trunk                      blocks      embedding         final norm            z.L: input    architectures
+=========================  ==========  ================  ====================  ============  =========================
+``model``                  ``layers``  ``embed_tokens``  ``norm``              ``o_proj``    Llama, Qwen2, Mistral,
+                                                                                             Gemma 1/2/3 (text), Phi-3
+``model``                  ``layers``  ``embed_tokens``  ``final_layernorm``   ``dense``     Phi-1/2
+``model.language_model``   ``layers``  ``embed_tokens``  ``norm``              ``o_proj``    Gemma 3 (multimodal)
+``model.decoder``          ``layers``  ``embed_tokens``  ``final_layer_norm``  ``out_proj``  OPT
+``transformer``            ``h``       ``wte``           ``ln_f``              ``c_proj``    GPT-2
+``transformer``            ``h``       ``wte``           ``ln_f``              ``out_proj``  GPT-J
+``gpt_neox``               ``layers``  ``embed_in``      ``final_layer_norm``  ``dense``     GPT-NeoX, Pythia
+=========================  ==========  ================  ====================  ============  =========================
 
 The attention sub-module is the first of ``self_attn``/``attn``/``attention``/``self_attention`` in a block; the
-MLP the first of ``mlp``/``feed_forward`` (OPT has none: its ``mlp_out`` sites raise a clear error).
+MLP the first of ``mlp``/``feed_forward`` (OPT has none: its ``mlp_out`` sites raise a clear error); the attention
+output projection (whose *input* is the ``z.L`` site: every head's output, flattened heads-major) the first of
+``o_proj``/``out_proj``/``dense``/``c_proj`` in the attention module (none found: ``z`` sites raise a clear error
+naming the architecture). ``n_heads`` comes from the config (``num_attention_heads`` / ``n_head``).
 
 Example:
     >>> from mixprobe.organisms.configs import tiny_model
@@ -27,6 +31,8 @@ Example:
     >>> lay = Layout.of(tiny_model("gpt2", vocab_size=16, seed=0))
     >>> lay.path(Site("attn_out", 1)), lay.path(Site("resid_post", 0)), lay.norm_path, lay.n_layers
     ('transformer.h.1.attn', 'transformer.h.0', 'transformer.ln_f', 2)
+    >>> lay.path(Site("z", 1)), lay.n_heads, Layout.is_input(Site("z", 1))
+    ('transformer.h.1.attn.c_proj', 4, True)
 
 Constraints: decoder-only causal LMs only; an unknown layout raises :class:`~mixprobe.errors.SiteError` naming
 what is supported.
@@ -48,6 +54,8 @@ TRUNKS = (("model", "layers", "embed_tokens", "norm"), ("model", "layers", "embe
           ("gpt_neox", "layers", "embed_in", "final_layer_norm"))
 ATTN_NAMES = ("self_attn", "attn", "attention", "self_attention")
 MLP_NAMES = ("mlp", "feed_forward")
+O_PROJ_NAMES = ("o_proj", "out_proj", "dense", "c_proj")  # the attention output projection (input = z.L)
+INPUT_COMPONENTS = ("resid_pre", "z")  # sites read from (and edited at) their module's input, by a pre-hook
 SUPPORTED = "Llama, Qwen2, Mistral, Gemma 1/2/3, Phi, OPT, GPT-2, GPT-J, GPT-NeoX (and PEFT wrappers of them)"
 
 
@@ -101,6 +109,7 @@ class Layout:
     attn_name: str
     mlp_name: str | None
     n_layers: int
+    o_proj_name: str | None = None  # attribute of the attention module whose input is z.L (None: unknown)
 
     @classmethod
     def of(cls, model_or_handle: Any) -> Self:
@@ -116,7 +125,8 @@ class Layout:
             if attn is None:
                 continue
             return cls(model, trunk, f"{trunk}.{layers}", f"{trunk}.{embed}", f"{trunk}.{norm}", attn,
-                       _first_module(mods[0], MLP_NAMES), len(mods))
+                       _first_module(mods[0], MLP_NAMES), len(mods),
+                       o_proj_name=_first_module(getattr(mods[0], attn), O_PROJ_NAMES))
         raise SiteError(f"cannot find the decoder blocks of {type(model).__name__}; mixprobe supports decoder-only "
                         f"HF causal LMs: {SUPPORTED}")
 
@@ -146,6 +156,18 @@ class Layout:
     def d_model(self) -> int:
         return int(self.lm_head.weight.shape[1])
 
+    @property
+    def n_heads(self) -> int:
+        """Number of attention (query) heads, from the config (``num_attention_heads`` / ``n_head``)."""
+        cfg = getattr(self.model, "config", None)
+        cfg = getattr(cfg, "text_config", None) or cfg
+        for name in ("num_attention_heads", "n_head", "num_heads"):
+            n = getattr(cfg, name, None)
+            if isinstance(n, int) and n > 0:
+                return n
+        raise SiteError(f"cannot find the number of attention heads of {type(self.model).__name__} in its config "
+                        "(num_attention_heads / n_head)")
+
     def sub_name(self, component: str) -> str:
         """The block attribute of ``attn_out`` / ``mlp_out`` (an error when the block has no such module)."""
         name = self.attn_name if component == "attn_out" else self.mlp_name
@@ -163,6 +185,15 @@ class Layout:
             return self.norm_path
         site.check(self.n_layers)
         block = f"{self.layers_path}.{site.layer}"
+        if c == "z":
+            if self.o_proj_name is None:
+                cfg = getattr(self.model, "config", None)
+                raise SiteError(
+                    f"the attention of {type(self.model).__name__} (model_type "
+                    f"{getattr(cfg, 'model_type', None)!r}) has no known output projection (looked for "
+                    f"{'/'.join(O_PROJ_NAMES)} in {self.attn_name}); z sites are not available for this "
+                    "architecture: read attn_out instead")
+            return f"{block}.{self.attn_name}.{self.o_proj_name}"
         return f"{block}.{self.sub_name(c)}" if c in ("attn_out", "mlp_out") else block
 
     def module(self, site: Site) -> nn.Module:
@@ -174,8 +205,9 @@ class Layout:
 
     @staticmethod
     def is_input(site: Site) -> bool:
-        """True when the site is read from the module's input (a pre-hook) rather than its output."""
-        return site.component == "resid_pre"
+        """True when the site is read from the module's input (a pre-hook) rather than its output: ``resid_pre``
+        (the block's ``hidden_states``) and ``z`` (the output projection's input)."""
+        return site.component in INPUT_COMPONENTS
 
     def head(self, h: torch.Tensor) -> torch.Tensor:
         """Final norm + unembedding (+ soft-capping) of the residual stream ``h``."""

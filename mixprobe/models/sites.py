@@ -8,6 +8,10 @@ same in every backend (the backends map it to their own hook, see :mod:`mixprobe
 
 - ``embed``: token-embedding output (before the positional embedding for GPT-2; TL ``hook_embed``);
 - ``resid_pre.L``: residual stream entering block ``L`` (TL ``blocks.L.hook_resid_pre``);
+- ``z.L``: every attention head's output of block ``L`` before the output projection, i.e. the input of
+  ``o_proj`` (GPT-2: ``attn.c_proj``; TL ``blocks.L.attn.hook_z``), flattened heads-major to
+  ``[batch, seq, n_heads * d_head]`` so it has the ``[batch, seq, d]`` shape of every other site;
+  :func:`split_heads` gives ``[..., n_heads, d_head]`` (head ``h`` is the slice ``h*d_head:(h+1)*d_head``);
 - ``attn_out.L`` / ``mlp_out.L``: output of the attention / MLP sub-layer of block ``L``, before it is added;
 - ``resid_post.L``: residual stream leaving block ``L``;
 - ``final_norm``: output of the final norm (the input of the unembedding).
@@ -21,6 +25,11 @@ Example:
     ['resid_post.0', 'resid_post.1']
     >>> [str(s) for s in parse_sites(["final_norm", "mlp_out.1", "embed"], n_layers=2)]
     ['embed', 'mlp_out.1', 'final_norm']
+    >>> [str(s) for s in parse_sites(["attn_out.0", "z.0", "resid_pre.0"], n_layers=2)]
+    ['resid_pre.0', 'z.0', 'attn_out.0']
+    >>> import torch
+    >>> tuple(split_heads(torch.zeros(2, 5, 12), n_heads=4).shape)
+    (2, 5, 4, 3)
 
 Constraints: unknown components and layers out of range raise :class:`~mixprobe.errors.SiteError` (with the list
 of valid names); ``parse_sites`` returns sites in execution order without duplicates, and an empty request is an
@@ -30,13 +39,18 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from mixprobe.errors import SiteError
 
-LAYERED = ("resid_pre", "attn_out", "mlp_out", "resid_post")
+if TYPE_CHECKING:
+    import torch
+
+LAYERED = ("resid_pre", "z", "attn_out", "mlp_out", "resid_post")  # execution order within a block
 GLOBAL = ("embed", "final_norm")
 COMPONENTS = ("embed", *LAYERED, "final_norm")
-_VOCAB_HINT = "valid sites: embed, resid_pre.L, attn_out.L, mlp_out.L, resid_post.L, final_norm (L a layer or '*')"
+_VOCAB_HINT = ("valid sites: embed, resid_pre.L, z.L (attention heads before o_proj), attn_out.L, mlp_out.L, "
+               "resid_post.L, final_norm (L a layer or '*')")
 
 
 @dataclass(frozen=True, order=False)
@@ -85,7 +99,7 @@ class Site:
         return self
 
     def order_key(self, n_layers: int) -> tuple[int, int]:
-        """Sort key in execution order (embed, then per layer resid_pre < attn_out < mlp_out < resid_post)."""
+        """Sort key in execution order (embed, then per layer resid_pre < z < attn_out < mlp_out < resid_post)."""
         if self.component == "embed":
             return (-1, 0)
         if self.component == "final_norm":
@@ -117,3 +131,17 @@ def parse_sites(spec: str | Site | Iterable[str | Site], n_layers: int) -> list[
         out.append(Site.parse(item).check(n_layers))
     seen: dict[Site, None] = dict.fromkeys(out)
     return sorted(seen, key=lambda s: s.order_key(n_layers))
+
+
+def split_heads(x: torch.Tensor, n_heads: int) -> torch.Tensor:
+    """``[..., n_heads * d_head]`` → ``[..., n_heads, d_head]`` (a view when ``x`` is contiguous).
+
+    The inverse of the heads-major flattening of ``z.L`` sites: ``split_heads(z, n)[..., h, :]`` is head ``h``.
+    Use :meth:`torch.Tensor.flatten` (``t.flatten(-2)``) to go back.
+    """
+    n = int(n_heads)
+    width = int(x.shape[-1]) if x.ndim else 0
+    if n <= 0 or width == 0 or width % n:
+        raise SiteError(f"cannot split a last dimension of {width} into {n_heads} heads (it must be a positive "
+                        "multiple of n_heads)")
+    return x.reshape(*x.shape[:-1], n, width // n)

@@ -4,8 +4,12 @@ Modules: :mod:`~mixprobe.probes.estimators` (LogisticProbe, MassMeanProbe, LATPr
 :mod:`~mixprobe.probes.batched` (fit_probes, layer_sweep), :mod:`~mixprobe.probes.metrics`,
 :mod:`~mixprobe.probes.readout` (transfer_matrix, gate_readout, selection_direction),
 :mod:`~mixprobe.probes.solver` (batched Newton), :mod:`~mixprobe.probes.validation` (named input errors),
-:mod:`~mixprobe.probes.heads` (GENIES' mass-mean over attention heads: HeadMassMeanProbe).
+:mod:`~mixprobe.probes.heads` (GENIES' mass-mean over attention heads: HeadMassMeanProbe),
+:mod:`~mixprobe.probes.baselines` (GENIES' zero-/few-shot yes/no judges; the LoRA reward model is
+:mod:`mixprobe.train.reward`).
 """
+from mixprobe.probes.baselines import (few_shot_pair_proba, format_judge_texts, judge_scores, shots_from_pairs,
+                                       zero_shot_pair_proba)
 from mixprobe.probes.batched import LayerSweep, ProbeFits, fit_probes, layer_sweep, train_test_indices
 from mixprobe.probes.estimators import (CCSProbe, CRAProbe, LATProbe, LogisticProbe, MassMeanProbe,
                                         format_with_template, platt_calibrate, split_pairs)
@@ -18,7 +22,8 @@ from mixprobe.probes.readout import (TransferMatrix, gate_readout, readout_table
 __all__ = [
     "CCSProbe", "CRAProbe", "HeadMassMeanProbe", "LATProbe", "LayerSweep", "LogisticProbe", "MassMeanProbe",
     "ProbeFits",
-    "TransferMatrix", "accuracy", "auroc", "differential_elicitation", "elicitation", "fit_probes",
-    "format_with_template", "gate_readout", "layer_sweep", "platt_calibrate", "readout_table",
-    "rms_calibration_error", "selection_direction", "split_pairs", "train_test_indices", "transfer_matrix",
+    "TransferMatrix", "accuracy", "auroc", "differential_elicitation", "elicitation", "few_shot_pair_proba",
+    "fit_probes", "format_judge_texts", "format_with_template", "gate_readout", "judge_scores", "layer_sweep",
+    "platt_calibrate", "readout_table", "rms_calibration_error", "selection_direction", "shots_from_pairs",
+    "split_pairs", "train_test_indices", "transfer_matrix", "zero_shot_pair_proba",
 ]

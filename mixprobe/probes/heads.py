@@ -35,7 +35,7 @@ import numpy as np
 from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.utils.validation import check_is_fitted
 
-from mixprobe.errors import DataError, ShapeError
+from mixprobe.errors import DataError, ShapeError, ZeroVarianceError
 from mixprobe.probes.estimators import LogisticProbe, _stratified_split, platt_calibrate
 from mixprobe.probes.validation import check_labels, to_numpy
 
@@ -50,10 +50,32 @@ def pair_differences(X: Any) -> np.ndarray:
     return X[:, 1] - X[:, 0]
 
 
-def head_directions(diff: np.ndarray, y01: np.ndarray) -> np.ndarray:
-    """``[heads, d_head]``: per head, the mean of ``a_h(good) − a_h(bad)`` (the difference signed by the label)."""
+def head_directions(diff: np.ndarray, y01: np.ndarray, kind: str = "mean",
+                    rng: np.random.Generator | None = None) -> np.ndarray:
+    """``[heads, d_head]``: per head, the mean of ``a_h(good) − a_h(bad)`` (the difference signed by the label).
+
+    ``kind="pca"`` (LAT's RepE variant) takes instead each unit's first principal component of the differences
+    with random signs (the axis the pairs differ along), oriented to agree with the mean; ``kind="random"`` (the
+    null) a Gaussian direction at the mean's norm.
+    """
     sign = (2 * y01 - 1).astype(np.float64)[:, None, None]
-    return (diff * sign).mean(0)
+    good_minus_bad = diff * sign
+    mean = good_minus_bad.mean(0)
+    if kind == "mean":
+        return mean
+    rng = rng if rng is not None else np.random.default_rng(0)
+    if kind == "random":
+        r = rng.standard_normal(mean.shape)
+        return r / np.linalg.norm(r, axis=-1, keepdims=True) * np.linalg.norm(mean, axis=-1, keepdims=True)
+    if kind != "pca":
+        raise DataError(f"direction must be 'mean', 'pca' or 'random', got {kind!r}")
+    flips = rng.choice([-1.0, 1.0], size=(good_minus_bad.shape[0], 1, 1))
+    out = np.empty_like(mean)
+    for h in range(mean.shape[0]):
+        _, _, vt = np.linalg.svd(good_minus_bad[:, h] * flips[:, 0], full_matrices=False)
+        v = vt[0]
+        out[h] = v if float(v @ mean[h]) >= 0 else -v
+    return out
 
 
 def pair_cosine_score(diff: np.ndarray, directions: np.ndarray, heads: Any = None) -> np.ndarray:
@@ -74,12 +96,19 @@ def select_top(accuracy: np.ndarray, k: int) -> np.ndarray:
 
 def head_probe_accuracy(diff_fit: np.ndarray, y_fit: np.ndarray, diff_held: np.ndarray, y_held: np.ndarray, *,
                         C: float = 1.0) -> np.ndarray:
-    """Per head: held-out accuracy of a logistic probe fit on the sign-symmetrised differences of the fit pairs."""
+    """Per head: held-out accuracy of a logistic probe fit on the sign-symmetrised differences of the fit pairs.
+
+    A head whose differences are constant over the fit pairs (a dead head: e.g. one that attends only to the first
+    token) carries no information and gets ½, below every head that carries some."""
     acc = np.empty(diff_fit.shape[1])
     for h in range(diff_fit.shape[1]):
         Xf = np.concatenate([diff_fit[:, h], -diff_fit[:, h]])
         yf = np.concatenate([y_fit, 1 - y_fit])
-        probe = LogisticProbe(C=C).fit(Xf, yf)
+        try:
+            probe = LogisticProbe(C=C).fit(Xf, yf)
+        except ZeroVarianceError:
+            acc[h] = 0.5
+            continue
         acc[h] = float((probe.predict(diff_held[:, h]) == y_held).mean())
     return acc
 
@@ -91,14 +120,20 @@ class HeadMassMeanProbe(ClassifierMixin, BaseEstimator):
         k: heads kept (GENIES: 16).
         holdout: share of pairs held out to rank heads and fit the calibrator (GENIES: 0.3).
         C: inverse regularisation of the per-head ranking probes.
-        random_state: seed of the split.
+        random_state: seed of the split (and of the PCA signs / the random null).
+        direction: ``"mean"`` (GENIES MMS and LAT), ``"pca"`` (LAT's RepE variant) or ``"random"`` (the null: a
+            random direction per unit at the mean difference's norm); see :func:`head_directions`.
+
+    The "heads" axis may hold any units: heads of one or many layers (MMS, CRA) or residual layers (LAT).
     """
 
-    def __init__(self, *, k: int = 16, holdout: float = 0.3, C: float = 1.0, random_state: int | None = 0) -> None:
+    def __init__(self, *, k: int = 16, holdout: float = 0.3, C: float = 1.0, random_state: int | None = 0,
+                 direction: str = "mean") -> None:
         self.k = k
         self.holdout = holdout
         self.C = C
         self.random_state = random_state
+        self.direction = direction
 
     def fit(self, X: Any, y: Any) -> HeadMassMeanProbe:
         diff = pair_differences(X)
@@ -110,7 +145,8 @@ class HeadMassMeanProbe(ClassifierMixin, BaseEstimator):
         fit_idx, held_idx = _stratified_split(y01, self.holdout, self.random_state)
         if np.array_equal(fit_idx, held_idx):
             raise DataError("too few pairs of a class to hold some out; pass more pairs or a smaller holdout")
-        self.directions_ = head_directions(diff[fit_idx], y01[fit_idx])
+        rng = np.random.default_rng(self.random_state)
+        self.directions_ = head_directions(diff[fit_idx], y01[fit_idx], self.direction, rng)
         self.head_accuracy_ = head_probe_accuracy(diff[fit_idx], y01[fit_idx], diff[held_idx], y01[held_idx],
                                                   C=self.C)
         self.heads_ = select_top(self.head_accuracy_, self.k)

@@ -70,3 +70,44 @@ def test_bad_inputs_name_the_problem():
     probe = HeadMassMeanProbe(k=2).fit(X, y)
     with pytest.raises(ShapeError, match="fitted on"):
         probe.score_pairs(X[:, :, :5])
+
+
+def test_pca_direction_is_the_axis_the_pairs_differ_along():
+    # good − bad differences vary along (1, 1) with a small mean along (1, 0.8): the first principal component of
+    # sign-randomised differences is ±(1, 1)/√2, oriented to agree with the mean
+    rng = np.random.default_rng(0)
+    t = rng.normal(size=200) * 3.0
+    good_minus_bad = np.stack([t + 1.0, t + 0.8], 1)[:, None, :]
+    y = np.ones(200, dtype=int)
+    pc = head_directions(good_minus_bad, y, "pca", np.random.default_rng(1))[0]
+    assert pc == pytest.approx(np.array([1.0, 1.0]) / np.sqrt(2), abs=0.02)
+    flipped = head_directions(-good_minus_bad, 1 - y, "pca", np.random.default_rng(1))[0]   # same data, r1/r2 swapped
+    assert flipped == pytest.approx(pc, abs=1e-9)
+
+
+def test_random_null_keeps_the_mean_norm_and_scores_chance():
+    rng = np.random.default_rng(0)
+    X, y = _pairs(rng, 600, informative=(2, 5, 9), d_head=64)
+    diff = pair_differences(X)
+    mean = head_directions(diff, y)
+    rnd = head_directions(diff, y, "random", np.random.default_rng(3))
+    assert np.linalg.norm(rnd, axis=1) == pytest.approx(np.linalg.norm(mean, axis=1))
+    cos = np.sum(rnd * mean, 1) / np.linalg.norm(rnd, axis=1) / np.linalg.norm(mean, axis=1)
+    assert np.abs(cos).max() < 0.99
+    Xt, yt = _pairs(np.random.default_rng(1), 400, informative=(2, 5, 9), d_head=64)
+    accs = [HeadMassMeanProbe(k=3, direction="random", random_state=s).fit(X, y).score(Xt, yt) for s in range(8)]
+    # the calibrator orients each random direction with the labels, so the null sits a little above ½ (a random
+    # unit vector keeps ~1/√d of the signal axis); far below the mass-mean direction
+    assert float(np.mean(accs)) < 0.62
+    assert HeadMassMeanProbe(k=3).fit(X, y).score(Xt, yt) > float(np.mean(accs)) + 0.25
+    with pytest.raises(DataError, match="direction"):
+        head_directions(diff, y, "median")
+
+
+def test_a_dead_head_ranks_last_instead_of_failing():
+    rng = np.random.default_rng(0)
+    X, y = _pairs(rng, 300, informative=(1,), n_heads=4)
+    X[:, :, 3] = 0.25                                                  # head 3 outputs the same vector for every text
+    probe = HeadMassMeanProbe(k=2).fit(X, y)
+    assert probe.head_accuracy_[3] == 0.5
+    assert 1 in probe.heads_.tolist()

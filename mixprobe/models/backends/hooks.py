@@ -11,6 +11,8 @@ site               module                       hook
 =================  ===========================  =====================
 ``embed``          token embedding              forward (output)
 ``resid_pre.L``    block ``L``                  forward pre-hook (input ``hidden_states``)
+``z.L``            block ``L`` attention's      forward pre-hook (input: every head's output, flattened
+                   output projection (o_proj)   heads-major ``[batch, seq, n_heads * d_head]``)
 ``attn_out.L``     block ``L`` attention        forward (output, first element of a tuple)
 ``mlp_out.L``      block ``L`` MLP              forward (output)
 ``resid_post.L``   block ``L``                  forward (output)
@@ -59,19 +61,26 @@ class StopForward(Exception):
     """Raised by a reading hook after the last requested site: the rest of the forward is not needed."""
 
 
+_INPUT_KWARGS = ("hidden_states", "input", "x")  # keyword names of a module's main input (block, Linear, Conv1D)
+
+
 def _pre_hidden(args: tuple, kwargs: dict) -> torch.Tensor:
+    """The main input of a module call: the first positional tensor, else ``hidden_states`` / ``input`` / ``x``."""
     if args and isinstance(args[0], torch.Tensor):
         return args[0]
-    h = kwargs.get("hidden_states")
-    if not isinstance(h, torch.Tensor):
-        raise SiteError("cannot find hidden_states in the call of a decoder block")
-    return h
+    for key in _INPUT_KWARGS:
+        h = kwargs.get(key)
+        if isinstance(h, torch.Tensor):
+            return h
+    raise SiteError(f"cannot find the input tensor (positional, or one of {_INPUT_KWARGS}) in the call of a "
+                    "decoder block or attention output projection")
 
 
 def _pre_replace(args: tuple, kwargs: dict, h: torch.Tensor) -> tuple[tuple, dict]:
     if args and isinstance(args[0], torch.Tensor):
         return (h, *args[1:]), kwargs
-    return args, {**kwargs, "hidden_states": h}
+    key = next(k for k in _INPUT_KWARGS if isinstance(kwargs.get(k), torch.Tensor))
+    return args, {**kwargs, key: h}
 
 
 class Reader:

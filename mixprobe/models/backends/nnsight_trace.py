@@ -4,7 +4,8 @@ Problem: nnsight users address activations by module path (``model.layers[3].out
 block; mixprobe must give the same numbers as its own hooks. Mechanism: :func:`make_nnsight` wraps an already
 loaded HF model (no download; a PEFT model's LoRA layers stay injected and unmerged). :func:`nnsight_read`
 opens one trace with ``input_ids``, ``attention_mask`` and mask-derived ``position_ids``, and ``.save()``\\ s each
-site's module output (or, for ``resid_pre.L``, the block's input) in execution order, as nnsight requires.
+site's module output (or, for ``resid_pre.L``, the block's input, and for ``z.L``, the input of the attention's
+output projection, e.g. ``model.layers[L].self_attn.o_proj.input``) in execution order, as nnsight requires.
 The module paths are those of :class:`~mixprobe.models.backends.hooks.Layout`.
 
 Example:
@@ -13,6 +14,8 @@ Example:
     >>> from mixprobe.models.sites import Site
     >>> Layout.of(tiny_model("llama", vocab_size=16)).path(Site("mlp_out", 0))
     'model.layers.0.mlp'
+    >>> Layout.of(tiny_model("llama", vocab_size=16)).path(Site("z", 0))
+    'model.layers.0.self_attn.o_proj'
 
 Constraints: sites must be read in execution order inside one trace (nnsight raises ``OutOfOrderError``
 otherwise); :func:`nnsight_read` sorts them.

@@ -6,12 +6,17 @@ model (``TransformerBridge.boot_transformers(name, hf_model=..., tokenizer=...)`
 replaces the model's modules in place with its own components, which still run the original weights, so plain
 forward hooks on the HF module tree keep working). :data:`TL_NAMES` maps each site to its TL hook name and
 :func:`tl_read` reads with ``run_with_cache(names_filter=[...])``, passing the attention mask and the
-mask-derived position ids so left padding is handled exactly as in the other backends.
+mask-derived position ids so left padding is handled exactly as in the other backends. ``z.L`` is
+``blocks.L.attn.hook_z`` (in the 4.x bridge an alias of ``blocks.L.attn.o.hook_in``, the input of the output
+projection), which the bridge reshapes to ``[batch, seq, n_heads, d_head]``; :func:`tl_read` flattens it back to
+mixprobe's heads-major ``[batch, seq, n_heads * d_head]``.
 
 Example:
     >>> from mixprobe.models.sites import Site
     >>> tl_hook_name(Site.parse("resid_pre.2")), tl_hook_name(Site.parse("final_norm"))
     ('blocks.2.hook_resid_pre', 'ln_final.hook_out')
+    >>> tl_hook_name(Site.parse("z.1"))
+    'blocks.1.attn.hook_z'
 
 Constraints: the bridge has no PEFT support, so adapters are merged before booting (see
 :mod:`mixprobe.models.loading`); weights are not processed (no LayerNorm folding), so numbers match HF exactly.
@@ -31,6 +36,7 @@ from mixprobe.models.sites import Site
 TL_NAMES = {
     "embed": "hook_embed",
     "resid_pre": "blocks.{L}.hook_resid_pre",
+    "z": "blocks.{L}.attn.hook_z",  # the bridge's alias of blocks.L.attn.o.hook_in, head-split [b, s, h, d_head]
     "attn_out": "blocks.{L}.hook_attn_out",
     "mlp_out": "blocks.{L}.hook_mlp_out",
     "resid_post": "blocks.{L}.hook_resid_post",
@@ -68,9 +74,15 @@ def is_bridge(obj: Any) -> bool:
 def tl_read(bridge: Any, batch: Any, sites: Sequence[Site], index: torch.Tensor | None) -> dict[str, torch.Tensor]:
     """Read ``sites`` through ``bridge.run_with_cache(names_filter=...)`` and keep the ``index`` positions."""
     names = {str(s): tl_hook_name(s) for s in sites}
+    heads = {str(s) for s in sites if s.component == "z"}
     with torch.no_grad():
         _, cache = bridge.run_with_cache(
             batch.input_ids, attention_mask=batch.attention_mask, position_ids=batch.position_ids,
             names_filter=list(names.values()),
         )
-    return {k: gather_positions(cache[v], index) for k, v in names.items()}
+    return {k: gather_positions(_flat_heads(cache[v]) if k in heads else cache[v], index) for k, v in names.items()}
+
+
+def _flat_heads(t: torch.Tensor) -> torch.Tensor:
+    """``hook_z`` as the bridge gives it, ``[batch, seq, n_heads, d_head]``, → ``[batch, seq, n_heads * d_head]``."""
+    return t.flatten(-2) if t.ndim == 4 else t
