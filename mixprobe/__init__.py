@@ -43,6 +43,8 @@ _PUBLIC = {
     "position_mask": "mixprobe.models", "thread_budget": "mixprobe.env",
     # capture and the store
     "capture": "mixprobe.capture", "ActivationStore": "mixprobe.capture", "CaptureCallback": "mixprobe.capture",
+    # the Ray engine (engine="ray"; Ray itself is imported only when it runs)
+    "RayEngine": "mixprobe.distributed",
     # probes
     "LogisticProbe": "mixprobe.probes", "MassMeanProbe": "mixprobe.probes", "LATProbe": "mixprobe.probes",
     "CRAProbe": "mixprobe.probes", "CCSProbe": "mixprobe.probes", "fit_probes": "mixprobe.probes",

@@ -345,6 +345,12 @@ def _floats(text: str) -> list[float]:
         raise typer.BadParameter(f"expected comma-separated numbers, got {text!r}") from None
 
 
+def _engine(name: str) -> str:
+    if name not in ("local", "ray"):
+        raise typer.BadParameter(f"--engine must be local or ray, got {name!r}")
+    return name
+
+
 def _write_json(out: Path, obj: dict) -> None:
     from mixprobe.io import atomic_write_json
 
@@ -378,8 +384,16 @@ def capture(
     checkpoints: str | None = typer.Option(None, "--checkpoints", help="comma-separated checkpoint or phase "
                                            "names (default: all)"),
     batch_size: int = typer.Option(64, "--batch-size"),
+    engine: str = typer.Option("local", "--engine", help="local (this process) or ray (tasks on a Ray cluster; "
+                               "pip install 'mixprobe[ray]', docs/distributed.md)"),
+    address: str | None = typer.Option(None, "--address", help="Ray cluster address (host:port, ray://host:10001 or "
+                                       "auto) for --engine ray; without it a local Ray cluster is started"),
 ) -> None:
-    """Capture activations at SITES × POSITIONS for every checkpoint of a run into a resumable store."""
+    """Capture activations at SITES × POSITIONS for every checkpoint of a run into a resumable store.
+
+    With --engine ray: one Ray task per checkpoint × run of prompt shards, written into the same store (on a
+    filesystem every worker sees); rerun the same command to resume after any kill.
+    """
     from mixprobe.capture import capture as run_capture
     from mixprobe.errors import DataError
     from mixprobe.train.series import Series
@@ -394,7 +408,7 @@ def capture(
         texts = [p.text for p in t.prompts]
     names = [_pick(series, k.strip()) for k in checkpoints.split(",")] if checkpoints else series.names()
     st = run_capture([series.path(n) for n in names], texts, [x.strip() for x in sites.split(",")], positions,
-                     store=store, batch_size=batch_size, names=names)
+                     store=store, batch_size=batch_size, names=names, engine=_engine(engine), address=address)
     console.print(f"store {store}: {len(texts)} prompts; {st}")
 
 
@@ -410,6 +424,10 @@ def probe(
     task_config: str | None = typer.Option(None, "--task-config", help=TASK_CONFIG_HELP),
     config: Path | None = typer.Option(None, "--config", help="TOML file with a [probe] table (experiments/)"),
     out: Path | None = typer.Option(None, "--out", help="write the JSON here"),
+    engine: str = typer.Option("local", "--engine", help="local (this process) or ray (tasks on a Ray cluster; "
+                               "pip install 'mixprobe[ray]', docs/distributed.md)"),
+    address: str | None = typer.Option(None, "--address", help="Ray cluster address (host:port, ray://host:10001 or "
+                                       "auto) for --engine ray; without it a local Ray cluster is started"),
 ) -> None:
     """Probe layer sweep (which component is forced) per checkpoint and the gate readout across the whole series."""
     from mixprobe.mixture.studies import gate_readout_study, probe_layer_sweep
@@ -419,7 +437,8 @@ def probe(
     seed = seed if seed is not None else int(cfg.get("seed", 0))
     names = ([_pick(series, k.strip()) for k in checkpoints.split(",")] if checkpoints
              else [_pick(series, k) for k in cfg["checkpoints"]] if "checkpoints" in cfg else series.phase_lasts())
-    sweep = probe_layer_sweep(series, task=t, checkpoints=names, seed=seed, C=float(cfg.get("C", 100.0)))
+    sweep = probe_layer_sweep(series, task=t, checkpoints=names, seed=seed, C=float(cfg.get("C", 100.0)),
+                              engine=_engine(engine), address=address)
     _print_rows(sweep.table(), "held-out accuracy of the forced-component probe, by site")
     readout = gate_readout_study(series, task=t, site=gate_site or cfg.get("gate_site", "resid_post.1"), seed=seed,
                                  C=float(cfg.get("gate_C", 10.0)))
@@ -470,13 +489,18 @@ def patch(
     task: str | None = typer.Option(None, "--task", help=TASK_HELP),
     task_config: str | None = typer.Option(None, "--task-config", help=TASK_CONFIG_HELP),
     out: Path = typer.Option(..., "--out", help="folder for patching.html, patching.json (heatmap embedded)"),
+    engine: str = typer.Option("local", "--engine", help="local (this process) or ray (tasks on a Ray cluster; "
+                               "pip install 'mixprobe[ray]', docs/distributed.md)"),
+    address: str | None = typer.Option(None, "--address", help="Ray cluster address (host:port, ray://host:10001 or "
+                                       "auto) for --engine ray; without it a local Ray cluster is started"),
 ) -> None:
     """Cross-checkpoint patching: activation sweep (sites × positions) and parameter groups, source → target."""
     from mixprobe.report.analysis_sections import patching_sections
     from mixprobe.report.page import write_report
 
     series, t = _open(run, task, task_config)
-    secs, data = patching_sections(series, target_phase=target, source_phase=source, task=t)
+    secs, data = patching_sections(series, target_phase=target, source_phase=source, task=t,
+                                   engine=_engine(engine), address=address)
     if not secs:
         from mixprobe.errors import PatchingError
 

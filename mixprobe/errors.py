@@ -98,3 +98,7 @@ class TrainingFailedError(MixprobeError):
 
 class TaskError(MixprobeError, ValueError):
     """A task (mixprobe.tasks) that cannot be used: bad definition, factory that does not import, bad recogniser."""
+
+
+class DistributedError(MixprobeError):
+    """The Ray engine cannot run: Ray is not installed, no cluster at the address, or a task failed for good."""

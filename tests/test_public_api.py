@@ -24,7 +24,7 @@ def test_unknown_name_is_an_attribute_error():
 
 def test_import_loads_no_heavy_dependency():
     code = ("import sys, time; t = time.perf_counter(); import mixprobe; dt = time.perf_counter() - t; "
-            "heavy = [m for m in ('torch', 'transformers', 'trl', 'numpy', 'sklearn') if m in sys.modules]; "
+            "heavy = [m for m in ('torch', 'transformers', 'trl', 'numpy', 'sklearn', 'ray') if m in sys.modules]; "
             "print(heavy, dt)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     heavy, _ = out.rsplit(" ", 1)

@@ -39,7 +39,7 @@ import itertools
 import json
 import os
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -49,7 +49,7 @@ import torch
 from mixprobe.capture.store import ActivationStore, prompt_set_hash
 from mixprobe.errors import CheckpointError, DataError, SeriesMismatchError, StoreError
 from mixprobe.io import load_tokenizer
-from mixprobe.models.batch import Batch, pad_batch
+from mixprobe.models.batch import Batch, encode, pad_batch, pad_token_id
 from mixprobe.models.handle import ModelHandle, arch_signature, tokenizer_hash
 from mixprobe.models.loading import SeriesManifest, load, load_series
 from mixprobe.models.positions import PositionSpec, describe, resolve_positions
@@ -185,8 +185,14 @@ def _items(source: Any, names: Sequence[str] | None) -> list[_Item]:
 
 def _peek(item: _Item) -> tuple[dict, str]:
     """(architecture signature, tokenizer sha256) of a checkpoint, without loading its weights."""
+    arch, tok = _peek_tokenizer(item)
+    return arch, tokenizer_hash(tok)
+
+
+def _peek_tokenizer(item: _Item) -> tuple[dict, Any]:
+    """(architecture signature, tokenizer) of a checkpoint, without loading its weights."""
     if item.handle is not None:
-        return arch_signature(item.handle.model.config), tokenizer_hash(item.handle.tokenizer)
+        return arch_signature(item.handle.model.config), item.handle.tokenizer
     from transformers import AutoConfig
 
     p = item.path
@@ -204,8 +210,7 @@ def _peek(item: _Item) -> tuple[dict, str]:
     except (OSError, ValueError) as e:
         raise CheckpointError(f"cannot read the config/tokenizer of {p} ({str(e)[:200]}); is it a checkpoint "
                               "folder saved with save_pretrained (model and tokenizer)?") from e
-    tok = load_tokenizer(tok_dir)
-    return arch_signature(cfg), tokenizer_hash(tok)
+    return arch_signature(cfg), load_tokenizer(tok_dir)
 
 
 def check_series(items: Sequence[Any]) -> None:
@@ -236,20 +241,20 @@ class _Encoded:
     whole series. Memory: 4 bytes per token, the same order as the prompt rows themselves.
     """
 
-    def __init__(self, handle: ModelHandle, rows: list[dict], chunk: int = 4096) -> None:
+    def __init__(self, tokenizer: Any, rows: list[dict], vocab_size: int | None = None, chunk: int = 4096) -> None:
         flats, lens, plens = [], [], []
         if "input_ids" in rows[0]:  # pre-tokenized rows (checked by normalize_rows)
             id_lists = [r["input_ids"] for r in rows]
             lens.append(np.fromiter(map(len, id_lists), np.int64, len(rows)))
             flats.append(np.fromiter(itertools.chain.from_iterable(id_lists), np.int32, int(lens[0].sum())))
             plens.append(np.fromiter([r["prompt_length"] for r in rows], np.int64, len(rows)))
-            vocab = int(getattr(handle.model.config, "vocab_size", 0) or 0)
+            vocab = int(vocab_size or 0)
             if vocab and (int(flats[0].max()) >= vocab or int(flats[0].min()) < 0):
                 raise DataError(f"input_ids hold token ids outside the model's vocabulary (0..{vocab - 1})")
         texts = [] if "input_ids" in rows[0] else [r["prompt"] for r in rows]
         comps = [r["completion"] for r in rows] if texts and "completion" in rows[0] else None
         for a in range(0, len(texts), chunk):
-            ids, plen = handle.encode(texts[a:a + chunk], comps[a:a + chunk] if comps else None)
+            ids, plen = encode(tokenizer, texts[a:a + chunk], comps[a:a + chunk] if comps else None)
             lens.append(np.fromiter(map(len, ids), np.int64, len(ids)))
             flats.append(np.fromiter(itertools.chain.from_iterable(ids), np.int32, int(lens[-1].sum())))
             plens.append(np.asarray(plen, np.int64))
@@ -258,7 +263,11 @@ class _Encoded:
         self.plen = np.concatenate(plens)
         self.offsets = np.concatenate([[0], np.cumsum(self.lens)])
         self.max_len = int(self.lens.max())
-        self.pad_id = handle.pad_token_id
+        self.pad_id = pad_token_id(tokenizer)
+
+    @classmethod
+    def of(cls, handle: ModelHandle, rows: list[dict]) -> _Encoded:
+        return cls(handle.tokenizer, rows, getattr(handle.model.config, "vocab_size", None))
 
     def batch(self, a: int, b: int, pad_to: int | None) -> Batch:
         return pad_batch(self.flat[self.offsets[a]:self.offsets[b]], self.lens[a:b], self.plen[a:b], self.pad_id,
@@ -277,6 +286,8 @@ def _host_copier(device: torch.device, out_dtype: torch.dtype, must_copy: bool):
 
     def gpu(name: str, v: torch.Tensor) -> torch.Tensor:
         v = v.to(out_dtype)
+        if v.device != device:  # a model split over GPUs (device_map): the side stream is another device's
+            return v.cpu()
         buf = torch.empty(v.shape, dtype=out_dtype, pin_memory=True)
         stream.wait_stream(torch.cuda.current_stream(device))
         with torch.cuda.stream(stream):
@@ -349,6 +360,80 @@ def _batches(n: int, start: int, stop: int, size: int):
         yield a, min(a + size, stop, n)
 
 
+def _n_positions(enc: _Encoded, positions: PositionSpec, pad_to: int | None) -> int:
+    """Columns a row keeps: the resolved positions of the first row (``pad_to`` for ``"all"``)."""
+    if isinstance(positions, str) and positions == "all":
+        assert pad_to is not None  # a store pads "all" rows to the longest row of the set
+        return pad_to
+    b = enc.batch(0, 1, pad_to)
+    return int(resolve_positions(positions, b.attention_mask, b.prompt_lengths).shape[1])
+
+
+def read_shards(handle: ModelHandle, enc: _Encoded, positions: PositionSpec, site_list: list, ks: Any, *,
+                shard_size: int, batch_size: int, pad_to: int | None, out_dtype: torch.dtype, to_store: bool,
+                on_rows: Any = None):
+    """Forward the rows of shards ``ks`` (ascending shard indices) and yield ``(k, acts, masks)`` per shard.
+
+    ``to_store``: ``acts`` is ``{site: ndarray [rows, n_pos, d]}`` and ``masks`` an ndarray (``"all"``) or None,
+    ready for the store — on the CPU views of reused buffers, valid until the next shard is read. Otherwise ``acts``
+    is ``{site: [tensor per batch]}`` and ``masks`` a list of per-batch masks. A shard is always batched the same
+    way (batches of ``batch_size`` from its first row), in one process or on a Ray worker, so its bytes do not
+    depend on which shards are read together. ``on_rows(n)`` is called after each batch.
+    """
+    is_all = isinstance(positions, str) and positions == "all"
+    names_s = [str(s) for s in site_list]
+    dev = handle.device
+    cpu = dev.type == "cpu"
+    n_rows, S = len(enc.lens), shard_size
+    T = enc.max_len if is_all else None
+    # store on the CPU: hooks copy each batch straight into one shard's reused buffers (one copy per activation,
+    # constant memory); otherwise hooks keep per-batch pieces (on a GPU: pinned host copies made asynchronously),
+    # concatenated once a shard is done
+    copier, wait = _host_copier(dev, out_dtype, must_copy=is_all)
+    sink = _RowSink(out_dtype, T) if cpu and to_store else None
+    with torch.no_grad(), handle.reader(site_list, transform=sink or copier) as rd:
+        for k in ks:
+            base = 0
+            if sink is not None:  # one shard of buffers, reused (written out before the next shard overwrites them)
+                base = k * S
+                if sink.n != min(S, n_rows - base) or not sink.acts:
+                    sink.alloc(min(S, n_rows - base), with_mask=is_all)
+            part: dict[str, list[torch.Tensor]] = {s: [] for s in names_s}
+            part_masks: list[torch.Tensor] = []
+            for a, b in _batches(n_rows, k * S, (k + 1) * S, batch_size):
+                batch = enc.batch(a, b, pad_to)
+                index = None if is_all else resolve_positions(positions, batch.attention_mask, batch.prompt_lengths)
+                if sink is not None:
+                    sink.at(a - base, b - base)
+                    rd.run(handle.model, index, **batch.inputs(), use_cache=False)
+                    if is_all:
+                        sink.put_mask(batch.attention_mask)
+                else:
+                    if not cpu:
+                        batch = batch.to(dev)
+                        index = None if index is None else index.pin_memory().to(dev, non_blocking=True)
+                    got = rd.run(handle.model, index, **batch.inputs(), use_cache=False)
+                    for s in names_s:
+                        part[s].append(got[s])
+                    if is_all:
+                        part_masks.append(batch.attention_mask.cpu())
+                if on_rows is not None:
+                    on_rows(b - a)
+            wait()  # the asynchronous host copies of this shard are done
+            if not to_store:
+                yield k, part, part_masks
+            elif sink is not None:
+                masks = None
+                if is_all:
+                    assert sink.mask is not None  # alloc(with_mask=is_all) made it
+                    masks = sink.mask.numpy()
+                yield k, {s: sink.acts[s].numpy() for s in names_s}, masks
+            else:
+                yield k, {s: torch.cat(part[s]).numpy() for s in names_s}, \
+                    torch.cat(part_masks).numpy() if is_all else None
+            del part, part_masks
+
+
 def capture(
     source: Any,
     prompts: Sequence[str | dict],
@@ -364,6 +449,9 @@ def capture(
     dtype: str | torch.dtype | None = None,
     store_dtype: str = "float32",
     progress: bool = True,
+    engine: Any = "local",
+    address: str | None = None,
+    model_kwargs: dict | None = None,
 ) -> CaptureResult | ActivationStore:
     """Capture ``sites`` at ``positions`` for every checkpoint of ``source`` (see the module docstring).
 
@@ -371,7 +459,15 @@ def capture(
     ``mixprobe.train.series.Series``, a handle, a checkpoint folder, or a list of handles / folders / models.
     Folders are loaded one at a time (``device``, ``dtype``) and released after their pass. Returns a
     :class:`CaptureResult` when ``store`` is None, else the :class:`ActivationStore` (resumed if it exists).
+
+    ``engine="ray"`` (or a :class:`~mixprobe.distributed.RayEngine`) runs one Ray task per checkpoint × run of
+    prompt shards on the cluster at ``address`` (a local one without it) and needs a ``store``; the store it
+    writes is the one this process would write (:mod:`mixprobe.capture.distributed`, docs/distributed.md).
+    ``model_kwargs`` go to ``from_pretrained`` when a folder is loaded (e.g. ``{"device_map": "auto"}``).
     """
+    from mixprobe.distributed import resolve_engine
+
+    eng = resolve_engine(engine, address)
     rows = normalize_rows(prompts, completions)
     if batch_size < 1:
         raise DataError(f"batch_size must be >= 1, got {batch_size}")
@@ -384,17 +480,25 @@ def capture(
     out_dtype = {"float32": torch.float32, "float16": torch.float16}.get(store_dtype)
     if out_dtype is None:
         raise DataError(f"store_dtype must be 'float32' or 'float16', got {store_dtype!r}")
+    if eng is not None:
+        from mixprobe.capture.distributed import capture_ray
+
+        eng = eng if progress else replace(eng, progress=False)
+        return capture_ray(items, rows, sites, positions, store=store, engine=eng, batch_size=batch_size,
+                           shard_size=shard_size, device=device, dtype=dtype, store_dtype=store_dtype,
+                           model_kwargs=model_kwargs)
     enc: _Encoded | None = None
     bar = tqdm(total=len(items) * len(rows), desc="capture", unit="prompt", disable=not progress)
     try:
         for it in items:
             owned = it.handle is None
-            handle = it.handle or load(it.path, device=device, dtype=dtype, name=it.name)
+            handle = it.handle or load(it.path, device=device, dtype=dtype, name=it.name,
+                                       **(model_kwargs or {}))
             try:
                 site_list = parse_sites(sites, handle.n_layers)
                 names_s = [str(s) for s in site_list]
                 if enc is None:  # one tokenization for the whole series (same tokenizer: check_series)
-                    enc = _Encoded(handle, rows)
+                    enc = _Encoded.of(handle, rows)
                 # rows of a store must align across shards: pad every batch to the longest row of the set
                 pad_to = enc.max_len if is_all and store is not None else None
                 if store is not None and st is None:
@@ -405,12 +509,9 @@ def capture(
                             prompt_set_hash(rows):
                         raise StoreError(f"store {st.path} was created for another prompt set; use a new store")
                     shard_size = st.manifest["shard_size"]
-                dev = handle.device
                 start = 0
                 if st is not None:
-                    probe_idx = handle.positions(enc.batch(0, 1, pad_to), positions)
-                    n_pos = pad_to if probe_idx is None else probe_idx.shape[1]
-                    assert n_pos is not None  # no index means positions="all", padded to pad_to (set with a store)
+                    n_pos = _n_positions(enc, positions, pad_to)
                     start = st.begin_checkpoint(it.name, {**handle.identity, "name": it.name},
                                                 shape=[n_pos, handle.d_model], save=False)
                     if st.complete(it.name):
@@ -418,66 +519,25 @@ def capture(
                         continue
                 bar.set_postfix_str(it.name)
                 bar.update(start)
-                cpu = dev.type == "cpu"
                 n_rows, S = len(rows), shard_size
-                T = enc.max_len if is_all else None
-                # store on the CPU: hooks copy each batch straight into one shard's reused buffers (one copy per
-                # activation, constant memory); otherwise hooks keep per-batch pieces (on a GPU: pinned host
-                # copies made asynchronously), concatenated once a shard is done
-                copier, wait = _host_copier(dev, out_dtype, must_copy=is_all)
-                sink = _RowSink(out_dtype, T) if cpu and st is not None else None
                 mem: dict[str, list[torch.Tensor]] = {s: [] for s in names_s}
                 mem_masks: list[torch.Tensor] = []
                 last_k = (n_rows + S - 1) // S - 1
-                with torch.no_grad(), handle.reader(site_list, transform=sink or copier) as rd:
-                    for k in range(start // S, last_k + 1):
-                        base = 0
-                        if sink is not None:  # one shard of buffers, reused (written out before the next
-                            base = k * S       # shard overwrites them)
-                            if sink.n != min(S, n_rows - base) or not sink.acts:
-                                sink.alloc(min(S, n_rows - base), with_mask=is_all)
-                        part: dict[str, list[torch.Tensor]] = {s: [] for s in names_s}
-                        part_masks: list[torch.Tensor] = []
-                        for a, b in _batches(n_rows, k * S, (k + 1) * S, batch_size):
-                            batch = enc.batch(a, b, pad_to)
-                            index = None if is_all else resolve_positions(positions, batch.attention_mask,
-                                                                          batch.prompt_lengths)
-                            if sink is not None:
-                                sink.at(a - base, b - base)
-                                rd.run(handle.model, index, **batch.inputs(), use_cache=False)
-                                if is_all:
-                                    sink.put_mask(batch.attention_mask)
-                            else:
-                                if not cpu:
-                                    batch = batch.to(dev)
-                                    index = None if index is None else index.pin_memory().to(dev, non_blocking=True)
-                                got = rd.run(handle.model, index, **batch.inputs(), use_cache=False)
-                                for s in names_s:
-                                    part[s].append(got[s])
-                                if is_all:
-                                    part_masks.append(batch.attention_mask.cpu())
-                            bar.update(b - a)
-                        wait()  # the asynchronous host copies of this shard are done
-                        if st is not None:
-                            if sink is not None:
-                                acts = {s: sink.acts[s].numpy() for s in names_s}
-                                masks = None
-                                if is_all:
-                                    assert sink.mask is not None  # alloc(with_mask=is_all) made it
-                                    masks = sink.mask.numpy()
-                            else:
-                                acts = {s: torch.cat(part[s]).numpy() for s in names_s}
-                                masks = torch.cat(part_masks).numpy() if is_all else None
-                            # the last shard also marks the checkpoint complete (one manifest write fewer)
-                            st.write_shard(it.name, k, acts, masks, finish=k == last_k)
-                            del acts, masks
-                        else:  # one regular (not pinned) tensor per chunk
-                            for s in names_s:
-                                mem[s].append(_cat_left_padded(part[s]) if len(part[s]) > 1 or not cpu
-                                              else part[s][0])
-                            if is_all:
-                                mem_masks.append(_cat_left_padded(part_masks))
-                        del part, part_masks
+                for k, got, got_mask in read_shards(handle, enc, positions, site_list, range(start // S, last_k + 1),
+                                                    shard_size=S, batch_size=batch_size, pad_to=pad_to,
+                                                    out_dtype=out_dtype, to_store=st is not None,
+                                                    on_rows=bar.update):
+                    if st is not None:
+                        # the last shard also marks the checkpoint complete (one manifest write fewer)
+                        st.write_shard(it.name, k, got, got_mask, finish=k == last_k)
+                    else:  # one regular (not pinned) tensor per chunk
+                        for s in names_s:
+                            part = got[s]
+                            mem[s].append(_cat_left_padded(part) if len(part) > 1 or handle.device.type != "cpu"
+                                          else part[0])
+                        if is_all:
+                            mem_masks.append(_cat_left_padded(got_mask))
+                    del got, got_mask
                 if st is not None:
                     st.finish_checkpoint(it.name)
                 else:

@@ -95,13 +95,26 @@ class Welford:
 
     def update(self, x: np.ndarray) -> None:
         """Add rows ``x[n, d]``."""
+        self.merge(*self.moments(x))
+
+    @staticmethod
+    def moments(x: np.ndarray) -> tuple[int, np.ndarray | None, np.ndarray | None]:
+        """``(n, mean, M2)`` of rows ``x[n, d]`` in float64 (``(0, None, None)`` for no rows): what :meth:`merge`
+        adds. Computed where the rows are (a Ray worker) and merged in shard order where the manifest is (the
+        driver), the running stats are bit-identical to :meth:`update` on one process."""
         x = np.asarray(x, np.float64)
         if x.shape[0] == 0:
+            return 0, None, None
+        mean_b = x.mean(0)
+        return x.shape[0], mean_b, ((x - mean_b) ** 2).sum(0)
+
+    def merge(self, n_b: int, mean_b: Any, m2_b: Any) -> None:
+        """Add the moments of another set of rows (Chan's parallel update)."""
+        if n_b == 0:
             return
-        n_b, mean_b = x.shape[0], x.mean(0)
-        m2_b = ((x - mean_b) ** 2).sum(0)
+        mean_b, m2_b = np.asarray(mean_b, np.float64), np.asarray(m2_b, np.float64)
         if self.count == 0:
-            self.count, self.mean, self.m2 = n_b, mean_b, m2_b
+            self.count, self.mean, self.m2 = int(n_b), mean_b, m2_b
             return
         n = self.count + n_b
         delta = mean_b - self.mean
@@ -243,15 +256,8 @@ class ActivationStore:
         _safe_name(name)
         ck = self.manifest["checkpoints"].get(name)
         if ck is not None:
-            old, new = ck["identity"].get("weights_sha256"), identity.get("weights_sha256")
-            if old != new:
-                raise StoreError(
-                    f"store {self.path} holds checkpoint {name!r} of another model (weights sha256 {str(old)[:12]}… "
-                    f"vs {str(new)[:12]}…); use a new store or another checkpoint name")
-            if list(ck["shape"]) != list(shape):
-                raise StoreError(f"checkpoint {name!r} was stored with shape {ck['shape']}, not {list(shape)}")
-            for stale in (self.path / name).rglob(".shard-*.tmp"):  # left by a killed writer
-                stale.unlink(missing_ok=True)
+            self.check_checkpoint(name, identity, shape)
+            self.remove_temp_files(name)
             return int(ck["n_done"])
         self.manifest["checkpoints"][name] = {
             "identity": identity, "shape": list(shape), "n_done": 0, "complete": False,
@@ -262,6 +268,22 @@ class ActivationStore:
             self._save()
         return 0
 
+    def check_checkpoint(self, name: str, identity: dict, shape: Sequence[int]) -> None:
+        """Raise StoreError unless registered checkpoint ``name`` was stored from the same weights and shape."""
+        ck = self.manifest["checkpoints"][name]
+        old, new = ck["identity"].get("weights_sha256"), identity.get("weights_sha256")
+        if old != new:
+            raise StoreError(
+                f"store {self.path} holds checkpoint {name!r} of another model (weights sha256 {str(old)[:12]}… "
+                f"vs {str(new)[:12]}…); use a new store or another checkpoint name")
+        if list(ck["shape"]) != list(shape):
+            raise StoreError(f"checkpoint {name!r} was stored with shape {ck['shape']}, not {list(shape)}")
+
+    def remove_temp_files(self, name: str) -> None:
+        """Delete the temp files a killed writer left in checkpoint ``name``'s folder (only while none writes)."""
+        for stale in (self.path / name).rglob(".shard-*.tmp"):
+            stale.unlink(missing_ok=True)
+
     def write_shard(self, name: str, k: int, acts: dict[str, np.ndarray],
                     masks: np.ndarray | None = None, *, finish: bool = False) -> None:
         """Write shard ``k`` of checkpoint ``name`` for every site (atomic), update stats and the manifest.
@@ -271,48 +293,37 @@ class ActivationStore:
         also marks the checkpoint complete in that same manifest write (as :meth:`finish_checkpoint` would).
         """
         ck = self.manifest["checkpoints"][name]
-        S = self.manifest["shard_size"]
-        n = next(iter(acts.values())).shape[0]
-        start = k * S
+        start = k * self.manifest["shard_size"]
         if start != ck["n_done"]:
             raise StoreError(f"shard {k} of {name!r} starts at row {start}, but {ck['n_done']} rows are stored")
-        dt = np.dtype(self.manifest["dtype"])
-        sites = list(self.manifest["sites"])
-        mask_u8 = None if masks is None else np.ascontiguousarray(masks, np.uint8)
-        real = None if mask_u8 is None else mask_u8.reshape(-1).astype(bool)
+        entries, moments = write_shard_files(self.path, name, k, acts, masks, sites=self.sites,
+                                             dtype=self.manifest["dtype"], shard_size=self.manifest["shard_size"])
+        self.add_shard(name, k, entries, moments, finish=finish)
 
-        arrays = {site: np.ascontiguousarray(acts[site], dtype=dt) for site in sites}
-
-        def write(site: str) -> dict:  # serialize, hash the bytes, write them atomically
-            tensors = {"acts": arrays[site]} if mask_u8 is None else {"acts": arrays[site], "mask": mask_u8}
-            rel = f"{name}/{site}/shard-{k:05d}.safetensors"
-            blob = safetensors.numpy.save(tensors)
-            atomic_write_bytes(self.path / rel, blob)
-            return {"file": rel, "rows": [start, start + n], "bytes": len(blob),
-                    "sha256": hashlib.sha256(blob).hexdigest()}
-
-        pending = [_io_pool().submit(write, site) for site in sites]
-        try:
-            stats = {}
-            for site in sites:  # while the files are written
-                st = Welford(**ck["stats"][site])
-                a = arrays[site]
-                flat = a.reshape(-1, a.shape[-1])
-                if real is not None:
-                    flat = flat[real]
-                st.update(flat)
-                stats[site] = st.to_json()
-        finally:
-            futures_wait(pending)
-        for site, f in zip(sites, pending):
-            entry = f.result()
-            entries = [e for e in ck["shards"][site] if e["rows"][0] < start]
-            entries.append(entry)
-            ck["shards"][site] = entries
-            ck["stats"][site] = stats[site]
-        ck["n_done"] = start + n
+    def add_shard(self, name: str, k: int, entries: dict[str, dict], moments: dict[str, Any], *,
+                  finish: bool = False, save: bool = True) -> None:
+        """Record shard ``k`` of ``name`` whose files are already written (:func:`write_shard_files`, here or on
+        another machine): its file entries per site, and its per-site moments ``(n, mean, M2)`` merged into the
+        running stats in shard order. ``save=False`` leaves the manifest write to a later call."""
+        ck = self.manifest["checkpoints"][name]
+        start = k * self.manifest["shard_size"]
+        if start != ck["n_done"]:
+            raise StoreError(f"shard {k} of {name!r} starts at row {start}, but {ck['n_done']} rows are stored")
+        for site in self.sites:
+            st = Welford(**ck["stats"][site])
+            st.merge(*moments[site])
+            kept = [e for e in ck["shards"][site] if e["rows"][0] < start]
+            kept.append(entries[site])
+            ck["shards"][site] = kept
+            ck["stats"][site] = st.to_json()
+        ck["n_done"] = entries[self.sites[0]]["rows"][1]
         if finish and ck["n_done"] == self.n_prompts:
             ck["complete"] = True
+        if save:
+            self._save()
+
+    def save(self) -> None:
+        """Rewrite the manifest (atomically)."""
         self._save()
 
     def finish_checkpoint(self, name: str) -> None:
@@ -436,6 +447,47 @@ class ActivationStore:
     def __repr__(self) -> str:
         return f"ActivationStore({str(self.path)!r}, prompts={self.n_prompts}, sites={len(self.sites)}, " \
                f"checkpoints={self.checkpoints})"
+
+
+def write_shard_files(root: str | os.PathLike, name: str, k: int, acts: dict[str, np.ndarray],
+                      masks: np.ndarray | None, *, sites: Sequence[str], dtype: str,
+                      shard_size: int) -> tuple[dict[str, dict], dict[str, tuple]]:
+    """Write shard ``k`` of checkpoint ``name`` under store folder ``root``: one safetensors file per site
+    (serialized by ``safetensors``, written atomically and concurrently), and return ``(entries, moments)`` per site —
+    the manifest entry (file, rows, bytes, sha256) and the float64 moments ``(n, mean, M2)`` of the real rows.
+
+    The one writer of shard files: :meth:`ActivationStore.write_shard` calls it in the capturing process, a Ray
+    worker calls it on its own machine (``mixprobe.capture.distributed``) and hands the result to the driver, which
+    records it with :meth:`ActivationStore.add_shard`. Same arrays, same bytes, same hashes, same stats.
+    """
+    root = Path(root)
+    start = k * shard_size
+    n = next(iter(acts.values())).shape[0]
+    dt = np.dtype(dtype)
+    mask_u8 = None if masks is None else np.ascontiguousarray(masks, np.uint8)
+    real = None if mask_u8 is None else mask_u8.reshape(-1).astype(bool)
+    arrays = {site: np.ascontiguousarray(acts[site], dtype=dt) for site in sites}
+
+    def write(site: str) -> dict:  # serialize, hash the bytes, write them atomically
+        tensors = {"acts": arrays[site]} if mask_u8 is None else {"acts": arrays[site], "mask": mask_u8}
+        rel = f"{name}/{site}/shard-{k:05d}.safetensors"
+        blob = safetensors.numpy.save(tensors)
+        atomic_write_bytes(root / rel, blob)
+        return {"file": rel, "rows": [start, start + n], "bytes": len(blob),
+                "sha256": hashlib.sha256(blob).hexdigest()}
+
+    pending = [_io_pool().submit(write, site) for site in sites]
+    try:
+        moments = {}
+        for site in sites:  # while the files are written
+            a = arrays[site]
+            flat = a.reshape(-1, a.shape[-1])
+            if real is not None:
+                flat = flat[real]
+            moments[site] = Welford.moments(flat)
+    finally:
+        futures_wait(pending)
+    return {site: f.result() for site, f in zip(sites, pending)}, moments
 
 
 _POOL: ThreadPoolExecutor | None = None

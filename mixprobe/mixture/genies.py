@@ -32,8 +32,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import shutil
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -95,7 +93,7 @@ def pretrained_world(seed: int = 0, *, cache_dir: str | os.PathLike | None = Non
     from mixprobe.organisms.tokenizer import build_word_tokenizer
     from mixprobe.train.series import Series
     from mixprobe.train.sft import SFTSettings, run_sft
-    from mixprobe.train.zoo import cache_root
+    from mixprobe.train.zoo import cache_build, cache_root
 
     cfg = model_config(seed, **config)
     key = hashlib.sha256(json.dumps({**cfg, "v": mixprobe.__version__}, sort_keys=True).encode()).hexdigest()[:12]
@@ -104,25 +102,16 @@ def pretrained_world(seed: int = 0, *, cache_dir: str | os.PathLike | None = Non
     if (final / "series.json").exists():
         return final
     world = PreferenceWorld(PreferenceConfig.from_dict(cfg["world"]))
-    tmp = Path(tempfile.mkdtemp(prefix=f".preference_s{seed}_", dir=root))
-    try:
+    with cache_build(final, f".preference_s{seed}_") as tmp:
         tok = build_word_tokenizer(world.vocabulary())
         model = tiny_model("llama", vocab_size=len(tok), seed=seed, d_model=cfg["d_model"],
                            n_layers=cfg["n_layers"], n_heads=cfg["n_heads"], max_positions=cfg["max_positions"],
-                           pad_token_id=tok.pad_token_id,
-                           bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id)
+                           pad_token_id=tok.pad_token_id, bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id)
         series = Series.create(tmp, organism="preference", organism_config=cfg["world"], seed=seed, config=cfg)
         settings = SFTSettings(steps=cfg["steps"], lr=cfg["lr"], save_every=cfg["steps"], n_rows=cfg["n_rows"],
                                min_forced_agreement=0)
         torch.manual_seed(seed)
         run_sft(model, tok, world.sft_rows(cfg["n_rows"], seed), series, settings, seed=seed, progress=progress)
-        if final.exists():
-            shutil.rmtree(tmp)
-        else:
-            os.replace(tmp, final)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return final
 
 
@@ -421,20 +410,27 @@ def summarize(records: list[dict]) -> dict:
         table[sh] = {"category": recs[0]["category"], "ttc": _cell([r.get("ttc", float("nan")) for r in recs]),
                      "methods": {m: {k: _cell([p[m][k] for p in per if m in p]) for k in keys}
                                  for m in methods}}
-    average: dict[str, dict] = {}
-    for m in methods:
-        average[m] = {}
-        for k in keys:
-            by_seed = []
-            for s in seeds:
-                vals = [per_seed_metrics(r)[m][k] for r in records if r["seed"] == s and m in r["methods"]]
-                vals = [v for v in vals if np.isfinite(v)]
-                if len(vals) == len(shifts):
-                    by_seed.append(float(np.mean(vals)))
-            average[m][k] = _cell(by_seed)
+    def averages(over: list[str]) -> dict[str, dict]:
+        out: dict[str, dict] = {}
+        for m in methods:
+            out[m] = {}
+            for k in keys:
+                by_seed = []
+                for s in seeds:
+                    vals = [per_seed_metrics(r)[m][k] for r in records
+                            if r["seed"] == s and r["shift"] in over and m in r["methods"]]
+                    vals = [v for v in vals if np.isfinite(v)]
+                    if len(vals) == len(over):
+                        by_seed.append(float(np.mean(vals)))
+                out[m][k] = _cell(by_seed)
+        return out
+
+    average = averages(shifts)
+    no_cue = [sh for sh in shifts if table[sh]["category"] != "spurious cues"]
+    average_no_cue = averages(no_cue) if no_cue and len(no_cue) < len(shifts) else {}
     order = sorted(methods, key=lambda m: -np.nan_to_num(average[m]["de"]["mean"], nan=-9))
     return {"shifts": shifts, "seeds": seeds, "methods": methods, "order": order, "table": table,
-            "average": average, "reference_de": GENIES_REFERENCE_DE,
+            "average": average, "average_without_spurious": average_no_cue, "reference_de": GENIES_REFERENCE_DE,
             "spurious": {m: table["spurious_length"]["methods"][m]["a_gen"] for m in methods}
             if "spurious_length" in table else {}}
 
@@ -475,14 +471,16 @@ def leaderboard_markdown(res: dict) -> str:
              "Mean over seeds with 95 % bootstrap intervals over seeds. A_gen: accuracy on target test pairs of a "
              "method fit on source; TTC: the LoRA reward model tuned on target; DE = (A_gen − A_zero-shot) / TTC.",
              "", "## Averages over shifts", "",
-             "| method | A_gen | source acc. | elicitation | DE | GENIES DE | RMS | RMS (GENIES code) |",
-             "|---|---|---|---|---|---|---|---|"]
+             "| method | A_gen | source acc. | elicitation | DE | DE without the spurious cue | GENIES DE | RMS | "
+             "RMS (GENIES code) |",
+             "|---|---|---|---|---|---|---|---|---|"]
     for m in res["order"]:
         a = res["average"][m]
         ref = GENIES_REFERENCE_DE.get(m)
+        nc = res.get("average_without_spurious", {}).get(m, {}).get("de")
         lines.append(f"| {m} | {_fmt(a['a_gen'])} | {_fmt(a['source'])} | {_fmt(a['elicitation'])} | "
-                     f"{_fmt(a['de'])} | {'' if ref is None else f'{ref:.3f}'} | {_fmt(a['rms'])} | "
-                     f"{_fmt(a['rms_genies'])} |")
+                     f"{_fmt(a['de'])} | {_fmt(nc) if nc else '–'} | {'' if ref is None else f'{ref:.3f}'} | "
+                     f"{_fmt(a['rms'])} | {_fmt(a['rms_genies'])} |")
     lines += ["", ordering_sentence(res), ""]
     if res.get("spurious"):
         sp = res["spurious"]

@@ -167,7 +167,7 @@ def _auc(y: np.ndarray, score: np.ndarray) -> float:
 
 def probe_layer_sweep(series, *, task=None, checkpoints: list[str] | None = None, sites: list[str] | None = None,
                       C: float = 100.0, standardize: bool = True, seed: int = 0,
-                      n_permutations: int = 20) -> ProbeSweep:
+                      n_permutations: int = 20, engine: Any = "local", address: str | None = None) -> ProbeSweep:
     """Which component is being expressed, read from the answer position: held-out accuracy per site.
 
     Features are z-scored per site with the training rows' statistics (``standardize``), so one ``C`` suits
@@ -180,54 +180,122 @@ def probe_layer_sweep(series, *, task=None, checkpoints: list[str] | None = None
     shuffled, a site whose features only take one value per class (``embed`` at the forced mode token) scores 0 or
     1 on every permutation, by coin flip. Expect the control's mean at or below ``chance`` (the majority-class rate
     of the held-out rows).
+
+    ``engine="ray"`` (or a :class:`~mixprobe.distributed.RayEngine`; cluster at ``address``, a local one without
+    it) runs one Ray task per checkpoint × group of sites (each loads its checkpoint) and gathers the same sweep.
     """
-    from mixprobe.probes import ProbeFits, fit_probes
+    from mixprobe.distributed import resolve_engine
     from mixprobe.tasks import task_for
 
+    eng = resolve_engine(engine, address)
     if n_permutations < 0:
         raise DataError(f"n_permutations must be >= 0, got {n_permutations}")
     task = task_for(series, task)
     names = _checkpoints(series, checkpoints)
-    acc: dict[str, dict[str, float]] = {}
-    constant: dict[str, list[str]] = {}
-    used_sites: list[str] = []
-    out = ProbeSweep([], acc, constant, n_permutations=n_permutations)
-    for name in names:
-        h = series.handle(name)
-        sp = expressed_split(h, task, sites=sites, standardize=standardize, seed=seed)
-        # a site whose activation is the same on every row (e.g. the embedding of a shared last token) carries no
-        # information: it scores the majority class of the held-out rows, and is named in ``constant_sites``
-        const = [s for s in sp.sites if not np.ptp(sp.train[s], axis=0).any()]
-        live = {s: sp.train[s] for s in sp.sites if s not in const}
+    out = ProbeSweep([], {}, {}, n_permutations=n_permutations)
+    opts: dict[str, Any] = {"C": C, "standardize": standardize, "seed": seed, "n_permutations": n_permutations}
+    if eng is None:
+        parts = [(name, sweep_checkpoint(series.handle(name), task, sites, **opts)) for name in names]
+    else:
+        from mixprobe.distributed import connect, run_tasks, slots, split
 
-        def fit(y_train: np.ndarray, live: dict = live) -> ProbeFits | dict[str, Any]:
-            return fit_probes(live, y_train, C=C, dtype="float64") if live else {}
-
-        fits = fit(sp.y_train)
-        majority = float(np.bincount(sp.y_test).max() / len(sp.y_test))
-        acc[name] = {s: majority if s in const else float(fits[s].score(sp.test[s], sp.y_test)) for s in sp.sites}
-        out.auc[name] = {s: 0.5 if s in const else _auc(sp.y_test, fits[s].predict_proba(sp.test[s])[:, 1])
-                         for s in sp.sites}
-        out.chance[name] = majority
-        if const:
-            constant.setdefault(name, const)
+        ray = connect(eng)
+        site_names = _sites_of(series, names[0], sites)   # (a series shares one depth)
+        groups: list = (split(site_names, size=eng.chunk) if eng.chunk
+                        else split(site_names, max(1, math.ceil(slots(ray, eng) / len(names)))))
+        if len(groups) <= 1:
+            groups = [sites]   # one task per checkpoint, on the sites as the caller gave them
+        s_ref, t_ref = ray.put(series), ray.put(task)
+        jobs = [(name, g) for name in names for g in groups]
+        res = run_tasks(ray, eng, _sweep_checkpoint_task, [(s_ref, name, t_ref, g, opts) for name, g in jobs],
+                        desc="probe sweep")
+        parts = []
+        for name in names:
+            got = [r for (n, _), r in zip(jobs, res) if n == name]
+            parts.append((name, _merge_parts(got)))
+    for name, part in parts:
+        out.accuracy[name] = part["accuracy"]
+        out.auc[name] = part["auc"]
+        out.chance[name] = part["chance"]
+        if part["constant"]:
+            out.constant_sites.setdefault(name, part["constant"])
         if n_permutations:
-            rng = np.random.default_rng(seed)
-            null_acc = {s: np.full(n_permutations, majority) for s in sp.sites}
-            null_auc = {s: np.full(n_permutations, 0.5) for s in sp.sites}
-            for k in range(n_permutations):
-                y_tr, y_te = rng.permutation(sp.y_train), rng.permutation(sp.y_test)
-                perm = fit(y_tr)
-                for s in live:
-                    null_acc[s][k] = perm[s].score(sp.test[s], y_te)
-                    null_auc[s][k] = _auc(y_te, perm[s].predict_proba(sp.test[s])[:, 1])
-            out.null_accuracy[name] = {s: float(null_acc[s].mean()) for s in sp.sites}
-            out.null_accuracy_max[name] = {s: float(null_acc[s].max()) for s in sp.sites}
-            out.null_auc[name] = {s: float(np.nanmean(null_auc[s])) for s in sp.sites}
-            out.p_value[name] = {s: float((1 + (null_acc[s] >= acc[name][s]).sum()) / (1 + n_permutations))
-                                 for s in sp.sites}
-        used_sites = sp.sites
-    out.sites = used_sites
+            for key in ("null_accuracy", "null_accuracy_max", "null_auc", "p_value"):
+                getattr(out, key)[name] = part[key]
+        out.sites = part["sites"]
+    return out
+
+
+def _sites_of(series, name: str, sites: list[str] | None) -> list[str]:
+    """The sites a sweep reads on checkpoint ``name``: ``sites``, or the defaults for its depth (from its config)."""
+    if sites:
+        return list(sites)
+    try:
+        from transformers import AutoConfig
+
+        from mixprobe.models.handle import arch_signature
+
+        return default_sites(int(arch_signature(AutoConfig.from_pretrained(str(series.path(name))))["n_layers"]))
+    except (OSError, ValueError, TypeError):
+        return []   # unknown depth: one task per checkpoint, which finds its own sites
+
+
+def _merge_parts(parts: list[dict]) -> dict:
+    """One checkpoint's sweep from the sweeps of its groups of sites (site order kept)."""
+    if len(parts) == 1:
+        return parts[0]
+    out = {"sites": [s for p in parts for s in p["sites"]], "chance": parts[0]["chance"],
+           "constant": [s for p in parts for s in p["constant"]]}
+    for key in ("accuracy", "auc", "null_accuracy", "null_accuracy_max", "null_auc", "p_value"):
+        if key in parts[0]:
+            out[key] = {s: v for p in parts for s, v in p[key].items()}
+    return out
+
+
+def _sweep_checkpoint_task(series, name: str, task, sites: list[str] | None, opts: dict) -> dict:
+    """One Ray task of :func:`probe_layer_sweep`: load checkpoint ``name`` and sweep ``sites`` on it."""
+    return sweep_checkpoint(series.handle(name), task, sites, **opts)
+
+
+def sweep_checkpoint(h, task, sites: list[str] | None, *, C: float, standardize: bool, seed: int,
+                     n_permutations: int) -> dict:
+    """:func:`probe_layer_sweep` on one checkpoint (a handle): a dict of per-site results for ``sites``.
+
+    A site's numbers do not depend on the other sites swept with it (its own probe, its own features, the same
+    split and permutations), which is what lets the Ray engine split the sites over tasks.
+    """
+    from mixprobe.probes import ProbeFits, fit_probes
+
+    sp = expressed_split(h, task, sites=sites, standardize=standardize, seed=seed)
+    # a site whose activation is the same on every row (e.g. the embedding of a shared last token) carries no
+    # information: it scores the majority class of the held-out rows, and is named in ``constant``
+    const = [s for s in sp.sites if not np.ptp(sp.train[s], axis=0).any()]
+    live = {s: sp.train[s] for s in sp.sites if s not in const}
+
+    def fit(y_train: np.ndarray, live: dict = live) -> ProbeFits | dict[str, Any]:
+        return fit_probes(live, y_train, C=C, dtype="float64") if live else {}
+
+    fits = fit(sp.y_train)
+    majority = float(np.bincount(sp.y_test).max() / len(sp.y_test))
+    acc = {s: majority if s in const else float(fits[s].score(sp.test[s], sp.y_test)) for s in sp.sites}
+    out: dict[str, Any] = {
+        "sites": list(sp.sites), "accuracy": acc, "chance": majority, "constant": const,
+        "auc": {s: 0.5 if s in const else _auc(sp.y_test, fits[s].predict_proba(sp.test[s])[:, 1])
+                for s in sp.sites}}
+    if n_permutations:
+        rng = np.random.default_rng(seed)
+        null_acc = {s: np.full(n_permutations, majority) for s in sp.sites}
+        null_auc = {s: np.full(n_permutations, 0.5) for s in sp.sites}
+        for k in range(n_permutations):
+            y_tr, y_te = rng.permutation(sp.y_train), rng.permutation(sp.y_test)
+            perm = fit(y_tr)
+            for s in live:
+                null_acc[s][k] = perm[s].score(sp.test[s], y_te)
+                null_auc[s][k] = _auc(y_te, perm[s].predict_proba(sp.test[s])[:, 1])
+        out["null_accuracy"] = {s: float(null_acc[s].mean()) for s in sp.sites}
+        out["null_accuracy_max"] = {s: float(null_acc[s].max()) for s in sp.sites}
+        out["null_auc"] = {s: float(np.nanmean(null_auc[s])) for s in sp.sites}
+        out["p_value"] = {s: float((1 + (null_acc[s] >= acc[s]).sum()) / (1 + n_permutations)) for s in sp.sites}
     return out
 
 

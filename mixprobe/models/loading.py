@@ -94,6 +94,8 @@ def _from_pretrained(path: Path, device: torch.device, dtype: Any, trust_remote_
             dtype=dtype if dtype is not None else "auto", **kw)
     except (OSError, ValueError) as e:
         raise CheckpointError(f"cannot load a causal LM from {path}: {str(e)[:300]}") from e
+    if kw.get("device_map") is not None:  # placed by accelerate (e.g. "auto": split over the visible GPUs)
+        return model.eval()
     return model.to(device).eval()
 
 

@@ -154,6 +154,8 @@ def patch_sweep(
     direction: Direction = None,
     batch_rows: int = 2048,
     keep_per_example: bool = False,
+    engine: Any = "local",
+    address: str | None = None,
 ) -> SweepResult:
     """Patch every site × position column from ``source`` into ``target`` and score each with ``metric``.
 
@@ -161,18 +163,27 @@ def patch_sweep(
     (every relative index), one spec, or a list of specs (each a column; a tuple of ints is patched together).
     ``direction``: ``None`` (full patching), a ``[d_model]`` / ``[k, d_model]`` tensor (subspace patching at every
     site) or ``{site: tensor}``.
+
+    ``engine="ray"`` (or a :class:`~mixprobe.distributed.RayEngine`; cluster at ``address``, a local one without
+    it) splits the sites into Ray tasks — each captures the two runs once and patches its sites at every position
+    column, as here — and gathers the same result (tensors on the CPU). The models, batches and metric are
+    pickled into Ray's object store once (docs/distributed.md).
     """
+    from mixprobe.distributed import resolve_engine
+
+    eng = resolve_engine(engine, address)
     if prompts_target is None:
         raise PatchingError("prompts_target is required (strings for a handle, or a Batch)")
     source, tb, sb = source_and_batches(target, source, prompts_target, prompts_source)
     arch = Arch.of(target)
     site_list = expand_sites(sites, arch.n_layers)
     bases = directions_for(direction, site_list, arch.d_model)
-    patcher = Patcher(target, source, tb, sb, metric, set(site_list), batch_rows=batch_rows)
-    columns, strict = sweep_columns(positions, patcher.mask)
-    masks = patcher.column_masks(columns, strict=strict)
-    per_ex = torch.stack([patcher.run(c, layer, masks, bases[(c, layer)]) for c, layer in site_list])  # [S, P, B]
-    m_t, m_s = float(patcher.m_target.mean()), float(patcher.m_source.mean())
+    if eng is not None:
+        per_ex, m_t, m_s, columns, info = _sweep_ray(eng, target, source, tb, sb, metric, site_list, positions,
+                                                     bases, batch_rows)
+    else:
+        per_ex, m_t, m_s, columns, info = sweep_sites(target, source, tb, sb, metric, site_list, positions, bases,
+                                                      batch_rows)
     mean = per_ex.mean(-1)
     rest = restoration(mean, m_t, m_s)
     if torch.isnan(rest).all():
@@ -181,9 +192,46 @@ def patch_sweep(
     return SweepResult(
         sites=[site_name(s) for s in site_list], positions=[label(c) for c in columns], metric=mean,
         restoration=rest, m_target=m_t, m_source=m_s, per_example=per_ex if keep_per_example else None,
-        metric_name=getattr(metric, "__name__", "metric"), subspace=direction is not None,
-        info={"batch_size": patcher.B, "seq_len": int(patcher.mask.shape[1])},
+        metric_name=getattr(metric, "__name__", "metric"), subspace=direction is not None, info=info,
     )
+
+
+def sweep_sites(target: Any, source: Any, tb: Any, sb: Any, metric: Metric, site_list: list[tuple[str, int]],
+                positions: Any, bases: dict, batch_rows: int) -> tuple[torch.Tensor, float, float, list, dict]:
+    """The work of :func:`patch_sweep` on ``site_list``: ``(per-example metric [S, P, B], m_target, m_source,
+    position columns, info)``. A site's row depends only on the two captured runs, not on the other sites."""
+    patcher = Patcher(target, source, tb, sb, metric, set(site_list), batch_rows=batch_rows)
+    columns, strict = sweep_columns(positions, patcher.mask)
+    masks = patcher.column_masks(columns, strict=strict)
+    per_ex = torch.stack([patcher.run(c, layer, masks, bases[(c, layer)]) for c, layer in site_list])  # [S, P, B]
+    return (per_ex, float(patcher.m_target.mean()), float(patcher.m_source.mean()), columns,
+            {"batch_size": patcher.B, "seq_len": int(patcher.mask.shape[1])})
+
+
+def sweep_task(target: Any, source: Any, tb: Any, sb: Any, metric: Metric, site_list: list, positions: Any,
+               bases: dict, batch_rows: int) -> tuple:
+    """One Ray task of a patching sweep: :func:`sweep_sites` on some sites, tensors moved to the CPU."""
+    per_ex, m_t, m_s, columns, info = sweep_sites(target, source, tb, sb, metric, site_list, positions, bases,
+                                                  batch_rows)
+    return per_ex.cpu(), m_t, m_s, columns, info
+
+
+def _sweep_ray(engine: Any, target: Any, source: Any, tb: Any, sb: Any, metric: Metric, site_list: list,
+               positions: Any, bases: dict, batch_rows: int) -> tuple[torch.Tensor, float, float, list, dict]:
+    from mixprobe.distributed import connect, run_tasks, slots, split
+
+    ray = connect(engine)
+    chunks = split(site_list, size=engine.chunk) if engine.chunk else split(site_list, slots(ray, engine))
+    t_ref = ray.put(target)
+    s_ref = t_ref if source is target else ray.put(source)
+    tb_ref = ray.put(tb)
+    sb_ref = tb_ref if sb is tb else ray.put(sb)
+    args = [(t_ref, s_ref, tb_ref, sb_ref, metric, ch, positions, {s: bases[s] for s in ch}, batch_rows)
+            for ch in chunks]
+    res = run_tasks(ray, engine, sweep_task, args, desc="patch sweep")
+    per_ex = torch.cat([r[0] for r in res])
+    _, m_t, m_s, columns, info = res[0]
+    return per_ex, m_t, m_s, columns, info
 
 
 def patch(

@@ -264,19 +264,50 @@ def layer_sweep(
     seed: int = 0,
     groups: Any = None,
     sites: Sequence[str] | None = None,
+    engine: Any = "local",
+    address: str | None = None,
     **fit_kwargs: Any,
 ) -> LayerSweep:
     """Held-out accuracy per site: one shared stratified split, :func:`fit_probes` on the train rows.
 
     ``groups`` (e.g. prompt ids) keeps all rows of a group on the same side of the split. ``fit_kwargs`` go to
     :func:`fit_probes` (``estimator``, ``C``, ``dtype``, ``device``, …).
+
+    ``engine="ray"`` (or a :class:`~mixprobe.distributed.RayEngine`; cluster at ``address``, a local one without
+    it) fits groups of sites as Ray tasks on the same split and gathers the same sweep: on the CPU the solver fits
+    each site on its own, so a site's probe does not depend on which sites share its task (a GPU fit, which
+    batches the sites' Newton steps, agrees to the solver's tolerance).
     """
+    from mixprobe.distributed import resolve_engine
+
+    eng = resolve_engine(engine, address)
     feats = as_site_dict(X, sites)
     yy = to_numpy(y, None).reshape(-1)
     tr, te = train_test_indices(yy, test_size=test_size, seed=seed, groups=groups)
     if te.size == 0 or tr.size == 0:
         raise DataError(f"the split left {tr.size} train and {te.size} test rows; pass more rows or a larger test_size")
+    if eng is None:
+        acc, train_acc, probes = sweep_sites(feats, yy, tr, te, fit_kwargs)
+    else:
+        from mixprobe.distributed import connect, run_tasks, slots, split
+
+        ray = connect(eng)
+        names = list(feats)
+        chunks = split(names, size=eng.chunk) if eng.chunk else split(names, slots(ray, eng))
+        yref, trref, teref = ray.put(yy), ray.put(tr), ray.put(te)
+        args = [({s: feats[s] for s in ch}, yref, trref, teref, fit_kwargs) for ch in chunks]
+        acc, train_acc, probes = {}, {}, {}
+        for a, t, p in run_tasks(ray, eng, sweep_sites, args, desc="probe sweep"):
+            acc |= a
+            train_acc |= t
+            probes |= p
+    return LayerSweep(acc, train_acc, probes, tr, te)
+
+
+def sweep_sites(feats: Mapping[str, Any], yy: np.ndarray, tr: np.ndarray, te: np.ndarray,
+                fit_kwargs: Mapping[str, Any]) -> tuple[dict[str, float], dict[str, float], dict[str, Any]]:
+    """The work of :func:`layer_sweep` on some sites: ``(held-out accuracy, train accuracy, probes)`` per site."""
     fits = fit_probes({s: x[tr] for s, x in feats.items()}, yy[tr], **fit_kwargs)
     acc = {s: float(fits.probes[s].score(to_numpy(feats[s])[te], yy[te])) for s in feats}
     train_acc = {s: fits.summary[s]["train_accuracy"] for s in feats}
-    return LayerSweep(acc, train_acc, fits.probes, tr, te)
+    return acc, train_acc, fits.probes

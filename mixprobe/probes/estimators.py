@@ -361,6 +361,25 @@ class CRAProbe(_DirectionProbe):
         return X[y01 == 1].mean(0) - X[y01 == 0].mean(0)
 
 
+def ccs_loss(p_pos: Any, p_neg: Any) -> float:
+    """CCS objective ``mean(min(p⁺, p⁻)²) + mean((p⁺ − (1 − p⁻))²)`` (confidence + consistency) of probabilities.
+
+    >>> round(ccs_loss([0.9, 0.2], [0.1, 0.7]), 6)       # (0.01 + 0.04)/2 + (0 + 0.01)/2
+    0.03
+    """
+    pp, pn = np.asarray(p_pos, dtype=np.float64), np.asarray(p_neg, dtype=np.float64)
+    return float((np.minimum(pp, pn) ** 2).mean() + ((pp - (1.0 - pn)) ** 2).mean())
+
+
+def ccs_credence(p_pos: Any, p_neg: Any) -> np.ndarray:
+    """CCS prediction ``½(p⁺ + 1 − p⁻)``: the credence that the "yes" side is true.
+
+    >>> [round(float(q), 6) for q in ccs_credence([0.9, 0.2], [0.1, 0.7])]
+    [0.9, 0.25]
+    """
+    return 0.5 * (np.asarray(p_pos, dtype=np.float64) + 1.0 - np.asarray(p_neg, dtype=np.float64))
+
+
 class CCSProbe(ClassifierMixin, BaseEstimator):
     """Contrast-consistent search (Burns et al. 2022): unsupervised, sign unidentified without labels.
 
@@ -452,7 +471,7 @@ class CCSProbe(ClassifierMixin, BaseEstimator):
     def _credence(self, xp: np.ndarray, xn: np.ndarray) -> np.ndarray:
         pp = _sigmoid(xp @ self.coef_[0] + self.intercept_[0])
         pn = _sigmoid(xn @ self.coef_[0] + self.intercept_[0])
-        return 0.5 * (pp + 1.0 - pn)
+        return ccs_credence(pp, pn)
 
     def predict_proba(self, X: Any) -> np.ndarray:
         """``[n, 2]``; column 1 is ``½(p⁺ + 1 − p⁻)`` (meaningful up to sign unless ``sign_identified_``)."""

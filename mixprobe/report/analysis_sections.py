@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
+from typing import Any
 
 from mixprobe.report.page import Section
 
@@ -103,12 +104,14 @@ def _draw(act, par, subs, tokens, titles, save_figure):
 
 
 def patching_sections(series, *, target_phase: str | None = None, source_phase: str | None = None, task=None,
-                      save_figure: str | Path | None = None) -> tuple[list[Section], dict]:
+                      save_figure: str | Path | None = None, engine: Any = "local",
+                      address: str | None = None) -> tuple[list[Section], dict]:
     """Activation-patching heatmap next to parameter- and subspace-patching restoration, source → target.
 
     ``source_phase``/``target_phase``: default the series' first and last trained (not planted) phase. ``task``:
     default the series' own. ``save_figure``: also write the figure there (PNG). Returns ``([Section], data)``;
-    ``data`` holds every number (``activation``/``parameter``/``subspace`` as JSON-ready dicts).
+    ``data`` holds every number (``activation``/``parameter``/``subspace`` as JSON-ready dicts). ``engine`` /
+    ``address``: where the activation sweep runs (:func:`mixprobe.patching.patch_sweep`; ``"ray"``: on a cluster).
     """
     from mixprobe.patching import param_sweep, patch_sweep, readout_patch, token_prob
     from mixprobe.tasks import task_for
@@ -132,7 +135,8 @@ def patching_sections(series, *, target_phase: str | None = None, source_phase: 
     batch = tgt.tokenize(prompts)
     n_tok = int(batch.attention_mask.sum(1).max())
     tokens = tgt.tokenizer.convert_ids_to_tokens(batch.input_ids[0][batch.attention_mask[0].bool()].tolist())
-    act = patch_sweep(tgt, src, prompts, sites=list(SITES), positions=[*range(n_tok), "all"], metric=metric)
+    act = patch_sweep(tgt, src, prompts, sites=list(SITES), positions=[*range(n_tok), "all"], metric=metric,
+                      engine=engine, address=address)
     par = param_sweep(tgt, src, prompts, metric=metric, rows=[good, bad])
     sub = readout_patch(tgt, src, prompts, toward=good, away=bad, metric=metric, position="last_prompt")
     rows_label = f"lm_head[{good},{bad}]"

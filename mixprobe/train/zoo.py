@@ -20,6 +20,8 @@ import json
 import os
 import shutil
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import mixprobe
@@ -77,14 +79,23 @@ def trained_organism(seed: int = 0, *, config: dict | None = None, rl_tags: tupl
     final = root / f"{cfg.kind}_s{seed}_{key}"
     if (final / "series.json").exists():
         return Series.load(final)
-    tmp = Path(tempfile.mkdtemp(prefix=f".train_s{seed}_", dir=root))
-    try:
+    with cache_build(final, f".train_s{seed}_") as tmp:
         train_sft(tmp, cfg, overwrite=True, progress=progress)
         for tag in rl_tags:
             settings = RLSettings(**{**cfg.rl.to_dict(), "tag": tag,
                                      "phase": "rl" if tag in ("A", domain) else f"rl_{tag}"})
             train_rl(tmp, settings, progress=progress)
         evaluate_series(Series.load(tmp), seed=seed, progress=progress)
+    return Series.load(final)
+
+
+@contextmanager
+def cache_build(final: Path, prefix: str) -> Iterator[Path]:
+    """A fresh folder beside ``final`` to build a cache entry in: renamed to ``final`` when the block succeeds
+    (discarded if another process finished first), removed if it raises, so a cache entry is whole or absent."""
+    tmp = Path(tempfile.mkdtemp(prefix=prefix, dir=final.parent))
+    try:
+        yield tmp
         if final.exists():          # another process finished first
             shutil.rmtree(tmp)
         else:
@@ -92,4 +103,3 @@ def trained_organism(seed: int = 0, *, config: dict | None = None, rl_tags: tupl
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    return Series.load(final)

@@ -57,3 +57,41 @@ def test_elicitation():
     assert differential_elicitation(0.6, 0.5, 0.8) == pytest.approx(0.125)
     with pytest.raises(DataError, match="target-tuned"):
         elicitation(0.6, 0.0)
+
+
+def test_rms_genies_variant_by_hand_and_its_quirk():
+    # 100 pairs, all right with p = 0.8. The GENIES code orients each example by a label drawn with
+    # random.Random(42): label 1 keeps q = 0.8 (bin 5), label 0 gives q = 0.2 (bin 2); each bin with ≥ 20 examples
+    # contributes (mean of ALL labels − mean q in the bin)², unweighted. The weighted form sees a model that is
+    # always right at confidence 0.8: RMS = |1 − 0.8| = 0.2.
+    import random
+
+    rng = random.Random(42)
+    labels = [rng.choice([0, 1]) for _ in range(100)]
+    m = sum(labels) / 100
+    assert min(sum(labels), 100 - sum(labels)) >= 20                 # both bins count
+    want = np.sqrt(((m - 0.8) ** 2 + (m - 0.2) ** 2) / 2)
+    y, p = np.ones(100), np.full(100, 0.8)
+    assert rms_calibration_error(y, p, variant="genies") == pytest.approx(want, abs=1e-12)
+    assert rms_calibration_error(y, p) == pytest.approx(0.2, abs=1e-12)
+    # the quirk: flipping every label and probability (same model, same correctness) leaves both unchanged
+    assert rms_calibration_error(1 - y, 1 - p, variant="genies") == pytest.approx(want, abs=1e-12)
+
+
+def test_ccs_loss_and_prediction_by_hand():
+    from mixprobe.probes import CCSProbe, ccs_credence, ccs_loss
+
+    # confidence: min(0.9, 0.1)² = 0.01, min(0.2, 0.7)² = 0.04; consistency: (0.9 − 0.9)² = 0, (0.2 − 0.3)² = 0.01
+    assert ccs_loss([0.9, 0.2], [0.1, 0.7]) == pytest.approx(0.025 + 0.005)
+    assert ccs_credence([0.9, 0.2], [0.1, 0.7]) == pytest.approx([0.9, 0.25])
+    # a fitted probe: its loss and predictions are these formulas on the set-wise mean-normalised features
+    rng = np.random.default_rng(0)
+    t = rng.integers(0, 2, 80)
+    xp = rng.normal(size=(80, 4)) + np.outer(2 * t - 1, [1.5, 0, 0, 0])
+    xn = rng.normal(size=(80, 4)) - np.outer(2 * t - 1, [1.5, 0, 0, 0])
+    probe = CCSProbe(n_restarts=3, max_iter=300, lr=1e-2).fit(np.stack([xp, xn], 1))
+    w, b = probe.coef_[0], probe.intercept_[0]
+    cp, cn = xp - xp.mean(0), xn - xn.mean(0)
+    pp, pn = 1 / (1 + np.exp(-(cp @ w + b))), 1 / (1 + np.exp(-(cn @ w + b)))
+    assert probe.loss_ == pytest.approx(ccs_loss(pp, pn), rel=1e-4)
+    assert probe.predict_proba(np.stack([xp, xn], 1))[:, 1] == pytest.approx(ccs_credence(pp, pn), abs=1e-6)
