@@ -31,6 +31,8 @@ from contextlib import contextmanager
 from importlib import metadata
 from typing import Any
 
+from mixprobe.errors import DataError
+
 
 def _version(dist: str) -> str | None:
     try:
@@ -91,7 +93,8 @@ def threads_for(model: Any = None) -> int:
     fixed = os.environ.get("MIXPROBE_THREADS")
     if fixed:
         if not fixed.isdigit() or int(fixed) < 1:
-            raise ValueError(f"MIXPROBE_THREADS must be a positive integer, got {fixed!r}")
+            raise DataError(f"MIXPROBE_THREADS must be a positive integer, got {fixed!r}; unset it or set e.g. "
+                            "MIXPROBE_THREADS=4")
         return int(fixed)
     params = list(model.parameters()) if model is not None and hasattr(model, "parameters") else []
     on_cpu = all(p.device.type == "cpu" for p in params)

@@ -102,3 +102,19 @@ class TaskError(MixprobeError, ValueError):
 
 class DistributedError(MixprobeError):
     """The Ray engine cannot run: Ray is not installed, no cluster at the address, or a task failed for good."""
+
+
+class ArgumentError(MixprobeError, TypeError):
+    """A public function called with arguments of the wrong kind (the message names the accepted forms)."""
+
+
+class NotFoundError(DataError, KeyError):
+    """A lookup by name (checkpoint, tag, site) for something the object does not hold; the message lists what it
+    has."""
+
+    def __str__(self) -> str:          # KeyError would print the message quoted
+        return str(self.args[0]) if self.args else ""
+
+
+class OutOfRangeError(DataError, IndexError):
+    """An index past the end (a store row, a layer); the message gives the valid range."""

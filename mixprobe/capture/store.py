@@ -55,7 +55,7 @@ import numpy as np
 import safetensors.numpy
 from safetensors import SafetensorError, safe_open
 
-from mixprobe.errors import DataError, StoreError
+from mixprobe.errors import DataError, OutOfRangeError, StoreError
 from mixprobe.io import atomic_write_bytes, atomic_write_json
 
 FORMAT = "mixprobe.store/1"
@@ -167,7 +167,8 @@ class ShardedArray:
         if isinstance(key, (int, np.integer)):
             k = int(key) + (self.shape[0] if key < 0 else 0)
             if not 0 <= k < self.shape[0]:
-                raise IndexError(f"row {key} out of range for {self.shape[0]} rows")
+                raise OutOfRangeError(f"row {key} out of range for {self.shape[0]} rows "
+                                      f"(valid: 0 .. {self.shape[0] - 1}, or negative from the end)")
             res = self._rows(np.array([k]))[0]
             return res[rest] if rest else res
         idx = np.arange(self.shape[0])[key]

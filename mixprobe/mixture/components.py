@@ -42,7 +42,7 @@ from typing import Any
 
 import torch
 
-from mixprobe.errors import TaskError
+from mixprobe.errors import ArgumentError, TaskError
 from mixprobe.tasks import Task, as_task
 from mixprobe.train.evaluate import complete, next_token_probs, suffix_ids
 
@@ -58,7 +58,7 @@ def as_handle(obj, tokenizer=None):
     if isinstance(obj, tuple) and len(obj) == 2:
         return ModelHandle(*obj)
     if tokenizer is None:
-        raise TypeError("pass a ModelHandle, a (model, tokenizer) pair, or a model with its tokenizer")
+        raise ArgumentError("pass a ModelHandle, a (model, tokenizer) pair, or a model with its tokenizer")
     return ModelHandle(obj, tokenizer)
 
 
@@ -68,7 +68,7 @@ def handle_and_task(model, args: tuple, name: str):
         return as_handle(model), as_task(args[0])
     if len(args) == 2:
         return as_handle(model, args[0]), as_task(args[1])
-    raise TypeError(f"call {name}(handle, task) or {name}(model, tokenizer, task)")
+    raise ArgumentError(f"call {name}(handle, task) or {name}(model, tokenizer, task)")
 
 
 def unwrap(obj, tokenizer=None):

@@ -24,7 +24,7 @@ import math
 
 import torch
 
-from mixprobe.errors import TaskError
+from mixprobe.errors import MetricError, TaskError
 from mixprobe.mixture.components import MixtureView
 
 EPS = 1e-12
@@ -113,7 +113,7 @@ def kl_split(tgt: MixtureView, ref: MixtureView) -> dict[str, dict[str, float]]:
 def pass_at_k(n: int, c: int, k: int) -> float:
     """Unbiased pass@k from ``n`` samples with ``c`` correct: ``1 − C(n−c, k) / C(n, k)``."""
     if not 0 <= c <= n or k < 1 or k > n:
-        raise ValueError(f"need 0 <= c <= n and 1 <= k <= n, got n={n}, c={c}, k={k}")
+        raise MetricError(f"pass@k needs 0 <= c <= n and 1 <= k <= n, got n={n}, c={c}, k={k}")
     if n - c < k:
         return 1.0
     return 1.0 - math.comb(n - c, k) / math.comb(n, k)

@@ -41,7 +41,7 @@ from typing import Any
 
 import numpy as np
 
-from mixprobe.errors import DataError
+from mixprobe.errors import DataError, NotFoundError
 
 
 def _checkpoints(series, checkpoints, *, trained_only: bool = False):
@@ -322,7 +322,8 @@ class GateReadout:
         for r in self.rows:
             if r["checkpoint"] == checkpoint and r["tag"] == tag:
                 return r[key]
-        raise KeyError((checkpoint, tag))
+        have = sorted({(r["checkpoint"], r["tag"]) for r in self.rows})
+        raise NotFoundError(f"no gate readout for checkpoint {checkpoint!r}, tag {tag!r}; it has {have}")
 
     def to_dict(self) -> dict:
         return {"site": self.site, "rows": self.rows, "spearman": self.spearman, **self.extra,

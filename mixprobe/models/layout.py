@@ -45,7 +45,7 @@ from typing import Any, Self
 import torch
 from torch import nn
 
-from mixprobe.errors import SiteError
+from mixprobe.errors import ArgumentError, SiteError
 from mixprobe.models.sites import Site
 
 TRUNKS = (("model", "layers", "embed_tokens", "norm"), ("model", "layers", "embed_tokens", "final_layernorm"),
@@ -72,7 +72,7 @@ def unwrap(model_or_handle: Any) -> Any:
     """The HF causal LM behind a handle (``.model``), a PEFT wrapper (``get_base_model()``) or the model itself."""
     model = model_or_handle if isinstance(model_or_handle, nn.Module) else getattr(model_or_handle, "model", None)
     if not isinstance(model, nn.Module):
-        raise TypeError(f"expected a ModelHandle or a transformers model, got {type(model_or_handle).__name__}")
+        raise ArgumentError(f"expected a ModelHandle or a transformers model, got {type(model_or_handle).__name__}")
     base = getattr(model, "get_base_model", None)  # PEFT: the LoRA layers stay injected in the base model
     return base() if callable(base) else model
 

@@ -88,12 +88,26 @@ def _from_pretrained(path: Path, device: torch.device, dtype: Any, trust_remote_
     from transformers import AutoModelForCausalLM
 
     check_weights_dir(path)
+    if not trust_remote_code:
+        try:
+            cfg = json.loads((path / "config.json").read_text())
+        except (OSError, ValueError):
+            cfg = {}
+        if isinstance(cfg, dict) and cfg.get("auto_map"):
+            raise CheckpointError(f"{path}/config.json asks for code shipped with the checkpoint (auto_map: "
+                                  f"{sorted(cfg['auto_map'])}); mixprobe does not run it unless you pass "
+                                  "trust_remote_code=True after reading that code")
     try:
         model: Any = AutoModelForCausalLM.from_pretrained(
             str(path), use_safetensors=True, trust_remote_code=trust_remote_code,
             dtype=dtype if dtype is not None else "auto", **kw)
     except (OSError, ValueError) as e:
         raise CheckpointError(f"cannot load a causal LM from {path}: {str(e)[:300]}") from e
+    except Exception as e:      # safetensors' own errors (a truncated or corrupt file) are no OSError
+        if type(e).__name__ != "SafetensorError":
+            raise
+        raise CheckpointError(f"the safetensors weights in {path} are corrupt or truncated ({str(e)[:200]}); "
+                              "copy or save the checkpoint again") from e
     if kw.get("device_map") is not None:  # placed by accelerate (e.g. "auto": split over the visible GPUs)
         return model.eval()
     return model.to(device).eval()

@@ -37,6 +37,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from mixprobe.errors import DataError
+
 
 @dataclass
 class NewtonResult:
@@ -146,7 +148,7 @@ def newton_cg_logistic(X: torch.Tensor, y: torch.Tensor, sample_weight: torch.Te
     path, not the solution. Tensors off the CPU or not float32/64 go to :func:`newton_logistic`.
     """
     if preconditioner not in ("exact", "nystrom"):
-        raise ValueError(f"unknown preconditioner {preconditioner!r}; choose 'nystrom' or 'exact'")
+        raise DataError(f"unknown preconditioner {preconditioner!r}; choose 'nystrom' or 'exact'")
     if X.device.type != "cpu" or X.dtype not in (torch.float32, torch.float64):
         return newton_logistic(X, y, sample_weight, C=C, fit_intercept=fit_intercept, max_iter=max_iter, tol=tol)
     S, n, d = X.shape

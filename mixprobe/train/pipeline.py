@@ -90,7 +90,11 @@ class TrainConfig:
         if not p.is_file():
             raise OrganismConfigError(f"config file {p} does not exist")
         with open(p, "rb") as f:
-            return cls.from_dict(tomllib.load(f))
+            try:
+                data = tomllib.load(f)
+            except tomllib.TOMLDecodeError as e:
+                raise OrganismConfigError(f"{p} is not valid TOML ({e}); fix the line it names") from None
+        return cls.from_dict(data)
 
     def to_dict(self) -> dict:
         org = self.organism.to_dict() if self.kind == "tag_mixture" else {"kind": self.kind, **self.organism.to_dict()}
