@@ -184,72 +184,82 @@ def _labels(pairs: list[Pair]) -> np.ndarray:
     return y
 
 
-def _unit_probe(src: np.ndarray, y: np.ndarray, tgt: np.ndarray, *, k: int, direction: str, seed: int) -> dict:
+def _unit_probe(src: np.ndarray, y: np.ndarray, *, k: int, direction: str, seed: int):
     from mixprobe.probes.heads import HeadMassMeanProbe
 
     probe = HeadMassMeanProbe(k=min(k, src.shape[2]), direction=direction, random_state=seed).fit(src, y)
-    return {"proba": probe.predict_proba(tgt)[:, 1], "units": probe.heads_.tolist(),
-            "held_out_accuracy": probe.head_accuracy_[probe.heads_].tolist()}
+    return (lambda X: probe.predict_proba(X)[:, 1]), {"units": probe.heads_.tolist(),
+                                                       "held_out_accuracy": probe.head_accuracy_[probe.heads_].tolist()}
 
 
-def _ccs(fs: dict, ys: np.ndarray, ft: dict, *, seed: int, n_max: int = 100) -> dict:
+def _ccs(fs: dict, ys: np.ndarray, *, seed: int, n_max: int = 100):
     """CCS, GENIES settings; unsupervised fit on ≤ ``n_max`` source responses, then the sign is resolved with the
     source labels (never the target's). Pair score ``½(1 + q(r2) − q(r1))`` from the responses' credences."""
     from mixprobe.probes.estimators import CCSProbe
 
+    def credences(f: dict) -> np.ndarray:                               # [pairs, 2]: r1, r2
+        xp = f["last_good"].reshape(-1, f["last_good"].shape[-1])
+        xn = f["last_bad"].reshape(-1, f["last_bad"].shape[-1])
+        return probe.predict_proba(np.stack([xp, xn], 1))[:, 1].reshape(-1, 2)
+
     xp = fs["last_good"].reshape(-1, fs["last_good"].shape[-1])       # responses: r1, r2 of each pair
     xn = fs["last_bad"].reshape(-1, fs["last_bad"].shape[-1])
-    rng = np.random.default_rng(seed)
-    idx = rng.permutation(xp.shape[0])[:n_max]
+    idx = np.random.default_rng(seed).permutation(xp.shape[0])[:n_max]
     probe = CCSProbe(n_restarts=10, max_iter=1000, lr=1e-3, weight_decay=0.01, normalize="mean",
                      orient_with_labels=False, random_state=seed).fit(np.stack([xp[idx], xn[idx]], 1))
-    q_src = probe.predict_proba(np.stack([xp, xn], 1))[:, 1].reshape(-1, 2)
+    q_src = credences(fs)
     flipped = float(np.mean((q_src[:, 1] > q_src[:, 0]) == (ys == 1))) < 0.5
-    tp = ft["last_good"].reshape(-1, ft["last_good"].shape[-1])
-    tn = ft["last_bad"].reshape(-1, ft["last_bad"].shape[-1])
-    q = probe.predict_proba(np.stack([tp, tn], 1))[:, 1].reshape(-1, 2)
-    if flipped:
-        q = 1 - q
-    return {"proba": np.clip(0.5 * (1 + q[:, 1] - q[:, 0]), 0, 1), "loss": probe.loss_, "sign_flipped": flipped}
+
+    def score(f: dict) -> np.ndarray:
+        q = credences(f)
+        q = 1 - q if flipped else q
+        return np.clip(0.5 * (1 + q[:, 1] - q[:, 0]), 0, 1)
+
+    return score, {"loss": probe.loss_, "sign_flipped": flipped}
 
 
-def _logistic(fs: dict, ys: np.ndarray, ft: dict) -> dict:
+def _logistic(fs: dict, ys: np.ndarray):
     from mixprobe.probes.estimators import LogisticProbe
 
-    d_src = fs["resid"][:, 1, -1] - fs["resid"][:, 0, -1]
-    d_tgt = ft["resid"][:, 1, -1] - ft["resid"][:, 0, -1]
+    def diff(f: dict) -> np.ndarray:
+        return f["resid"][:, 1, -1] - f["resid"][:, 0, -1]
+
+    d_src = diff(fs)
     probe = LogisticProbe(C=1.0).fit(np.concatenate([d_src, -d_src]), np.concatenate([ys, 1 - ys]))
-    return {"proba": probe.predict_proba(d_tgt)[:, 1]}
+    return (lambda f: probe.predict_proba(diff(f))[:, 1]), {}
 
 
-def probe_methods(fs: dict, ys: np.ndarray, ft: dict, *, seed: int = 0, k: int = 16,
-                  methods: tuple[str, ...] | None = None) -> dict[str, dict]:
-    """The probe methods fit on source features ``fs`` (labels ``ys``) and scored on target features ``ft``:
-    per method ``{"proba": P(r2 better) per target pair, ...}``."""
+UNIT_METHODS = {"mms": ("z", "mean"), "random": ("z", "random"), "lat": ("resid", "mean"),
+                "lat_pca": ("resid", "pca"), "lat_template": ("resid_template", "mean"), "cra": ("cra", "mean")}
+
+
+def _units(f: dict, key: str) -> np.ndarray:
+    return f["z_good"] - f["z_bad"] if key == "cra" else f[key]
+
+
+def probe_methods(fs: dict, ys: np.ndarray, ft: dict | list[dict], *, seed: int = 0, k: int = 16,
+                  methods: tuple[str, ...] | None = None) -> Any:
+    """The probe methods fit once on source features ``fs`` (labels ``ys``) and scored on target features ``ft``:
+    per method ``{"proba": P(r2 better) per target pair, ...}``. With a list of feature sets, each probe is still
+    fit once and the result is one such dict per set."""
     todo = methods or ("mms", "lat", "lat_pca", "lat_template", "cra", "ccs", "logistic", "random")
-    out: dict[str, dict] = {}
+    targets = ft if isinstance(ft, list) else [ft]
+    outs: list[dict[str, dict]] = [{} for _ in targets]
     for m in todo:
-        if m == "mms":
-            out[m] = _unit_probe(fs["z"], ys, ft["z"], k=k, direction="mean", seed=seed)
-        elif m == "random":
-            out[m] = _unit_probe(fs["z"], ys, ft["z"], k=k, direction="random", seed=seed)
-        elif m == "lat":
-            out[m] = _unit_probe(fs["resid"], ys, ft["resid"], k=k, direction="mean", seed=seed)
-        elif m == "lat_pca":
-            out[m] = _unit_probe(fs["resid"], ys, ft["resid"], k=k, direction="pca", seed=seed)
-        elif m == "lat_template":
-            out[m] = _unit_probe(fs["resid_template"], ys, ft["resid_template"], k=k, direction="mean", seed=seed)
-        elif m == "cra":
-            out[m] = _unit_probe(fs["z_good"] - fs["z_bad"], ys, ft["z_good"] - ft["z_bad"], k=k, direction="mean",
-                                 seed=seed)
+        if m in UNIT_METHODS:
+            key, direction = UNIT_METHODS[m]
+            fn, extra = _unit_probe(_units(fs, key), ys, k=k, direction=direction, seed=seed)
+            score = (lambda f, _fn=fn, _key=key: _fn(_units(f, _key)))
         elif m == "ccs":
-            out[m] = _ccs(fs, ys, ft, seed=seed)
+            score, extra = _ccs(fs, ys, seed=seed)
         elif m == "logistic":
-            out[m] = _logistic(fs, ys, ft)
+            score, extra = _logistic(fs, ys)
         else:
             raise DataError(f"unknown probe method {m!r}; probe methods are mms, lat, lat_pca, lat_template, cra, "
                             f"ccs, logistic, random")
-    return out
+        for out, f in zip(outs, targets):
+            out[m] = {"proba": score(f), **extra}
+    return outs if isinstance(ft, list) else outs[0]
 
 
 def scores(y: np.ndarray, proba: np.ndarray) -> dict:
@@ -316,8 +326,7 @@ def evaluate_shift(handle, world: PreferenceWorld, shift: str, *, seed: int = 0,
                            "reward": dict(DEFAULT_REWARD if reward is None else reward), "methods": {}}
     if probes:
         fs, ft, fst = (pair_features(handle, x) for x in (src, tgt, src_test))
-        gen = probe_methods(fs, ys, ft, seed=seed, k=k, methods=tuple(probes))
-        ind = probe_methods(fs, ys, fst, seed=seed, k=k, methods=tuple(probes))
+        gen, ind = probe_methods(fs, ys, [ft, fst], seed=seed, k=k, methods=tuple(probes))   # one fit each
         for m in probes:
             extra = {key: v for key, v in gen[m].items() if key != "proba"}
             rec["methods"][m] = {**scores(yt, gen[m]["proba"]), "source_accuracy": scores(yst, ind[m]["proba"])
