@@ -29,13 +29,16 @@ def public_members(mod):
             yield n, obj
 
 
+def public_modules() -> list[str]:
+    """The modules the reference documents: every non-package module but the CLI and private ones (``_check``)."""
+    mods = sorted(m.name for m in pkgutil.walk_packages(mixprobe.__path__, "mixprobe.") if not m.ispkg)
+    return [m for m in mods if m not in SKIP and not m.rsplit(".", 1)[-1].startswith("_")]
+
+
 def render() -> str:
     lines = ["# API reference", "", "Generated from docstrings by `docs/build_api.py`. Each module's docstring "
              "teaches its concept; the first paragraph is shown here.", ""]
-    mods = sorted(m.name for m in pkgutil.walk_packages(mixprobe.__path__, "mixprobe.") if not m.ispkg)
-    for name in mods:
-        if name in SKIP:
-            continue
+    for name in public_modules():
         mod = importlib.import_module(name)
         lines += [f"## `{name}`", "", first_paragraph(mod.__doc__), ""]
         for n, obj in public_members(mod):

@@ -38,7 +38,10 @@ def user_errors(fn):
         try:
             return fn(*args, **kwargs)
         except MixprobeError as e:
-            err_console.print(f"[bold red]error:[/] {type(e).__name__}: {e}", highlight=False, soft_wrap=True)
+            from rich.markup import escape          # a message may hold "[probe]" or "[sft]": text, not markup
+
+            err_console.print(f"[bold red]error:[/] {type(e).__name__}: {escape(str(e))}", highlight=False,
+                              soft_wrap=True)
             raise typer.Exit(2) from None
 
     return wrapper
@@ -103,8 +106,14 @@ def train(
     phase: str = typer.Option("all", "--phase", help="sft, rl or all"),
     seed: int | None = typer.Option(None, "--seed", help="override the config's seed"),
     overwrite: bool = typer.Option(False, "--overwrite", help="replace a non-empty --out folder (SFT)"),
+    resume: bool = typer.Option(False, "--resume", help="continue a killed run in --out from its last complete "
+                                "checkpoint (same config); finished phases are kept"),
 ) -> None:
-    """Train an organism with trl into a checkpoint series (series.json) and evaluate its checkpoints."""
+    """Train an organism with trl into a checkpoint series (series.json) and evaluate its checkpoints.
+
+    Killed at any point (kill -9 included), the run folder holds only complete checkpoints and says which phase
+    did not finish; the same command with --resume continues from the last complete checkpoint, with the
+    optimizer, scheduler and RNG state of that step, and ends with the checkpoints of an uninterrupted run."""
     from mixprobe.train.pipeline import TrainConfig, evaluate_series, train_rl, train_sft
 
     cfg = TrainConfig.from_toml(config)
@@ -112,10 +121,13 @@ def train(
         cfg.seed = seed
     if phase not in ("sft", "rl", "all"):
         raise typer.BadParameter("--phase must be sft, rl or all")
+    if resume and overwrite:
+        raise typer.BadParameter("--resume continues the run in --out and --overwrite replaces it; pass one")
+    _refuse_unfinished_without_resume(out, resume, overwrite)
     if phase in ("sft", "all"):
-        train_sft(out, cfg, overwrite=overwrite)
+        train_sft(out, cfg, overwrite=overwrite, resume=resume)
     if phase in ("rl", "all"):
-        train_rl(out, cfg.rl, seed=cfg.seed)
+        train_rl(out, cfg.rl, seed=cfg.seed, resume=resume)
     from mixprobe.demo import rl_recipe
     from mixprobe.train.series import Series, series_results
 
@@ -128,6 +140,19 @@ def train(
             console.print(f"note: RL on <{cfg.rl.tag}> ended at accuracy {acc:.2f} on <{cfg.rl.tag}> after "
                           f"{cfg.rl.steps} steps; the collapse has not finished (more [rl] steps, or a higher lr)")
     console.print(f"series written to {out / 'series.json'}")
+
+
+def _refuse_unfinished_without_resume(out: Path, resume: bool, overwrite: bool) -> None:
+    """A killed run in ``out``: without --resume or --overwrite, say how to continue it."""
+    from mixprobe.errors import OutputExistsError
+    from mixprobe.train.series import Series
+
+    if resume or overwrite or not (out / "series.json").is_file():
+        return
+    s = Series.load(out)
+    if s.unfinished():
+        raise OutputExistsError(f"{out} holds a run whose phase {s.unfinished()[0]!r} did not finish; continue it "
+                                "with --resume (same config), or pass --overwrite to start over")
 
 
 def _rows_table(title: str, rows: list[dict], last: str) -> Table:
@@ -224,6 +249,7 @@ def _open(run: str, task: str | None = None, task_config: str | None = None):
     from mixprobe.train.series import Series
 
     series = Series.open(run)
+    series.check_finished()
     return series, task_for(series, task, _json_config(task_config))
 
 
@@ -262,9 +288,19 @@ def verdict(
     """Reweight, rewrite, both, off the mixture, or undecided: compare reference and target checkpoints of each run."""
     from mixprobe.mixture.verdict import assess, combine
 
-    evidence = {}
+    from mixprobe.errors import DataError
+
+    seen: dict[Path, str] = {}
     for run in runs:
-        s, t = _open(run, task, task_config)
+        key_path = Path(run).resolve()
+        if key_path in seen:
+            raise DataError(f"run {run} is given twice (as {seen[key_path]!r} and {run!r}); each run counts once in "
+                            "the verdict: pass each seed's run once")
+        seen[key_path] = run
+    opened = [(run, *_open(run, task, task_config)) for run in runs]
+    labels = [str(s.label) for _, s, _ in opened]
+    evidence = {}
+    for run, s, t in opened:
         one_phase = len(s.phases) == 1
         ref = s.pick(reference) if reference else (s.checkpoints[0] if one_phase else s.last(s.phases[0]))
         tgt = s.pick(target) if target else s.last(s.phases[-1])
@@ -273,9 +309,10 @@ def verdict(
 
             raise CheckpointError(f"reference and target are the same checkpoint {ref.name!r} in {run}; name two "
                                   f"phases (--reference/--target); phases: {s.phases}")
-        key = s.label
-        while key in evidence:
-            key = f"{key}'"
+        # two runs of one seed (say, two recipes) keep their own evidence, named by seed and folder
+        key = s.label if labels.count(str(s.label)) == 1 else f"{s.label} ({Path(s.run_dir).name})"
+        if key in evidence:
+            raise DataError(f"runs {run!r} and another share the name {key!r}; give their folders different names")
         evidence[key] = assess(s.handle(ref), s.handle(tgt), t, estimator=estimator, n_samples=samples, seed=seed)
         console.print(f"  {key}: {ref.name} → {tgt.name}: {evidence[key].label:<11} gate shift "
                       f"{evidence[key].gate_shift:.3f}  component change {evidence[key].component_change:.3f}  "
@@ -321,21 +358,57 @@ def _pick(series, key: str) -> str:
     return series.pick(key).name
 
 
+ANALYSIS_KEYS: dict[str, dict[str, type]] = {
+    "probe": {"checkpoints": list, "C": float, "gate_site": str, "gate_C": float, "seed": int},
+    "steer": {"alphas": list, "seed": int},
+}
+"""The analysis TOML's tables and their keys (experiments/analysis.toml is the example); anything else is refused."""
+
+
 def _defaults(config: Path | None, section: str) -> dict:
-    """The ``[section]`` table of a TOML file under experiments/ (empty without --config)."""
+    """The ``[section]`` table of an analysis TOML (experiments/analysis.toml; empty without --config), checked:
+    unknown tables and keys and values of the wrong type are named, not ignored."""
     if config is None:
         return {}
+    import math
     import tomllib
 
-    from mixprobe.errors import OrganismConfigError
+    from mixprobe.errors import ConfigError
 
-    if not config.exists():
-        raise OrganismConfigError(f"config {config} does not exist; see experiments/analysis.toml")
+    if not config.is_file():
+        raise ConfigError(f"analysis config {config} does not exist; pass the path of an analysis TOML "
+                          "(experiments/analysis.toml is an example), or leave --config out for the defaults")
     try:
         data = tomllib.loads(config.read_text())
     except tomllib.TOMLDecodeError as e:
-        raise OrganismConfigError(f"config {config} is not valid TOML: {e}") from None
-    return dict(data.get(section, {}))
+        raise ConfigError(f"analysis config {config} is not valid TOML ({e}); fix the line it names") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"analysis config {config} is not UTF-8 text; pass a TOML file") from None
+    unknown = sorted(set(data) - set(ANALYSIS_KEYS))
+    if unknown:
+        raise ConfigError(f"analysis config {config}: unknown table(s) {unknown}; the tables are "
+                          f"{sorted(ANALYSIS_KEYS)}")
+    table = data.get(section, {})
+    if not isinstance(table, dict):
+        raise ConfigError(f"analysis config {config}: {section} must be a table ([{section}])")
+    keys = ANALYSIS_KEYS[section]
+    for k, v in table.items():
+        if k not in keys:
+            raise ConfigError(f"analysis config {config}: unknown key {k!r} in [{section}]; the keys are "
+                              f"{sorted(keys)}")
+        want = keys[k]
+        ok = (isinstance(v, want) and not isinstance(v, bool) if want is not float
+              else isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v))
+        if want is list:
+            inner = str if k == "checkpoints" else (int, float)
+            ok = ok and bool(v) and all(isinstance(x, inner) and not isinstance(x, bool) for x in v)
+        if not ok:
+            kinds = {"checkpoints": "a non-empty list of phase or checkpoint names",
+                     "alphas": "a non-empty list of numbers", float: "a finite number", int: "an integer",
+                     str: "a string"}
+            kind = kinds[k] if k in kinds else kinds[want]
+            raise ConfigError(f"analysis config {config}: [{section}] {k} = {v!r} must be {kind}")
+    return dict(table)
 
 
 def _floats(text: str) -> list[float]:
@@ -399,6 +472,7 @@ def capture(
     from mixprobe.train.series import Series
 
     series = Series.open(run)
+    series.check_finished()
     if prompts is not None:
         if not prompts.exists():
             raise DataError(f"prompt file {prompts} does not exist")

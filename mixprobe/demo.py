@@ -22,11 +22,13 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+from mixprobe._check import checked
 from mixprobe.io import atomic_write_json
 from mixprobe.train.pipeline import TrainConfig, evaluate_series, train_rl, train_sft
 from mixprobe.train.series import series_results
 
 
+@checked
 def rl_recipe(cfg: TrainConfig) -> dict:
     """The knobs the RL outcome depends on: optimizer, lr, beta, trained parameters, tying and width.
 
@@ -39,6 +41,7 @@ def rl_recipe(cfg: TrainConfig) -> dict:
             "d_model": cfg.model.d_model}
 
 
+@checked
 def run_demo(out: str | Path, *, seed: int = 0, rl_tag: str = "A", overwrite: bool = False,
              config: TrainConfig | None = None, n_samples: int = 8, progress: bool = True) -> dict:
     """Train SFT → RL on ``rl_tag``, evaluate each checkpoint, write results.json and curves.png into ``out``."""

@@ -35,6 +35,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from mixprobe._check import checked
 from mixprobe.errors import DataError, DistributedError, MixprobeError
 
 ENGINES = ("local", "ray")
@@ -72,6 +73,7 @@ class RayEngine:
             raise DataError(f"chunk must be >= 1 (or None), got {self.chunk}")
 
 
+@checked
 def resolve_engine(engine: str | RayEngine | None = "local", address: str | None = None) -> RayEngine | None:
     """``None`` for the single-process path (``"local"``), else the :class:`RayEngine` to run on."""
     if engine is None or (isinstance(engine, str) and engine == "local"):
@@ -85,6 +87,7 @@ def resolve_engine(engine: str | RayEngine | None = "local", address: str | None
     raise DataError(f"engine must be one of {ENGINES} (or a RayEngine), got {engine!r}")
 
 
+@checked
 def ray_module() -> Any:
     """The ``ray`` package, or a DistributedError that says how to install it."""
     try:
@@ -111,6 +114,7 @@ def _check_reachable(address: str, timeout: float = 5.0) -> None:
                                "(it prints the address), or leave the address out to start a local cluster") from None
 
 
+@checked
 def connect(engine: RayEngine) -> Any:
     """``ray``, connected: to the cluster this process already joined, else to ``engine.address`` (checked to
     answer first, whether joined or not), else to a new local cluster (``ray.init()`` with ``engine.init_kwargs``;
@@ -131,6 +135,7 @@ def connect(engine: RayEngine) -> Any:
     return ray
 
 
+@checked
 def gpus_per_task(ray: Any, engine: RayEngine) -> float:
     """GPUs each task asks for: ``engine.num_gpus``, or 1 where the cluster has GPUs and 0 where it has none."""
     if engine.num_gpus is not None:
@@ -138,6 +143,7 @@ def gpus_per_task(ray: Any, engine: RayEngine) -> float:
     return 1.0 if ray.cluster_resources().get("GPU", 0) > 0 else 0.0
 
 
+@checked
 def slots(ray: Any, engine: RayEngine) -> int:
     """How many tasks the cluster runs at once with this engine's resources per task."""
     res = ray.cluster_resources()
@@ -147,6 +153,7 @@ def slots(ray: Any, engine: RayEngine) -> int:
     return max(1, int(res.get("CPU", 1) // engine.num_cpus)) if engine.num_cpus > 0 else max(1, int(res.get("CPU", 1)))
 
 
+@checked
 def split(items: Sequence[Any], n_parts: int | None = None, *, size: int | None = None) -> list[list[Any]]:
     """Consecutive chunks of ``items``: ``size`` each, or ``n_parts`` of near-equal size (never empty)."""
     items = list(items)
@@ -177,6 +184,7 @@ def _result(ray: Any, ref: Any, engine: RayEngine) -> Any:
                                f"{str(e)[:300]}); finished work is kept: run again to resume") from e
 
 
+@checked
 def run_tasks(ray: Any, engine: RayEngine, fn: Callable, args: Iterable[tuple], *, desc: str, total: int | None = None,
               unit: str = "task", initial: int = 0, on_result: Callable[[int, Any], int] | None = None,
               poll: Callable[[], int] | None = None, poll_s: float = 0.5) -> list[Any]:

@@ -31,6 +31,7 @@ from contextlib import contextmanager
 from importlib import metadata
 from typing import Any
 
+from mixprobe._check import argument_error, checked
 from mixprobe.errors import DataError
 
 
@@ -57,6 +58,7 @@ def _cpu() -> tuple[str, list[str]]:
     return model, sorted(flags)
 
 
+@checked
 def environment() -> dict:
     """Versions, CPU and thread count of this process (see the module docstring)."""
     import torch
@@ -85,6 +87,7 @@ def environment() -> dict:
 SMALL_MODEL_PARAMS = 1_000_000
 
 
+@checked
 def threads_for(model: Any = None) -> int:
     """The intra-op thread count :func:`thread_budget` gives ``model``: ``MIXPROBE_THREADS`` when set; one thread
     for a CPU model under :data:`SMALL_MODEL_PARAMS` parameters; otherwise torch's current setting."""
@@ -96,13 +99,17 @@ def threads_for(model: Any = None) -> int:
             raise DataError(f"MIXPROBE_THREADS must be a positive integer, got {fixed!r}; unset it or set e.g. "
                             "MIXPROBE_THREADS=4")
         return int(fixed)
-    params = list(model.parameters()) if model is not None and hasattr(model, "parameters") else []
+    if model is not None and not callable(getattr(model, "parameters", None)):
+        raise argument_error("threads_for", "model", model, "a torch model (with .parameters()) or None",
+                             "the nn.Module (a handle's .model) or None")
+    params = list(model.parameters()) if model is not None else []
     on_cpu = all(p.device.type == "cpu" for p in params)
     if params and on_cpu and sum(p.numel() for p in params) < SMALL_MODEL_PARAMS:
         return 1
     return torch.get_num_threads()
 
 
+@checked
 @contextmanager
 def thread_budget(model: Any = None) -> Iterator[int]:
     """Run the block with :func:`threads_for` ``(model)`` torch intra-op threads; the previous count is restored.

@@ -16,8 +16,14 @@ class MixprobeError(Exception):
     """Base class of every user-facing mixprobe error."""
 
 
-class OrganismConfigError(MixprobeError, ValueError):
-    """Invalid options for a model organism (modulus, prior, tags, rules)."""
+class ConfigError(MixprobeError, ValueError):
+    """A configuration file or table is missing, does not parse, or has an unknown key or a value of the wrong
+    type (the analysis TOML of ``mixprobe probe|steer --config``; training configs raise its subclass
+    :class:`OrganismConfigError`)."""
+
+
+class OrganismConfigError(ConfigError):
+    """Invalid options for a model organism (modulus, prior, tags, rules) or its training config."""
 
 
 class CheckpointError(MixprobeError):
@@ -118,3 +124,8 @@ class NotFoundError(DataError, KeyError):
 
 class OutOfRangeError(DataError, IndexError):
     """An index past the end (a store row, a layer); the message gives the valid range."""
+
+
+class WriteError(MixprobeError, OSError):
+    """A write failed for want of space, quota or permission (disk full, read-only file system). Nothing was put at
+    the target path: atomic writes leave the previous file, if any, as it was."""

@@ -17,6 +17,7 @@ Constraints: the temp file lives next to the target, so the rename never crosses
 """
 from __future__ import annotations
 
+import errno
 import json
 import logging
 import os
@@ -27,7 +28,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from mixprobe.errors import CheckpointError, TokenizerMismatchError, UnsafeWeightsError
+from mixprobe._check import checked
+from mixprobe.errors import CheckpointError, TokenizerMismatchError, UnsafeWeightsError, WriteError
 
 log = logging.getLogger(__name__)
 
@@ -35,6 +37,7 @@ PICKLE_WEIGHTS = ("pytorch_model.bin", "pytorch_model.bin.index.json", "adapter_
                   "model.pth", "tf_model.h5", "flax_model.msgpack")
 
 
+@checked
 @contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """A temporary path next to ``path`` to write to; renamed onto ``path`` when the block ends without error.
@@ -44,8 +47,13 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     recognisable); it is fsynced before the rename and removed on any error. The final file gets the umask's mode.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as e:
+        if e.errno in WRITE_FAILURES or e.errno in (errno.EACCES, errno.EPERM):
+            raise _write_error(path, e) from e
+        raise
     os.close(fd)
     try:
         yield Path(tmp)
@@ -55,11 +63,25 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
         os.umask(umask)
         os.chmod(tmp, 0o666 & ~umask)
         os.replace(tmp, path)
+    except OSError as e:
+        if e.errno in WRITE_FAILURES:
+            raise _write_error(path, e) from e
+        raise
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
 
 
+WRITE_FAILURES = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EFBIG}
+"""``errno`` values that mean the file system refused a write (full, over quota, read-only, file too large)."""
+
+
+def _write_error(path: Path, e: OSError) -> WriteError:
+    return WriteError(e.errno, f"could not write {path}: {e.strerror or e}; free space or choose another output "
+                      f"folder, then run again (nothing was put at {path}; a previous version, if any, is unchanged)")
+
+
+@checked
 def atomic_write_bytes(path: str | os.PathLike, blob: bytes | Iterable[bytes]) -> None:
     """Write ``blob`` (bytes, or an iterable of byte chunks) to ``path`` atomically (see :func:`atomic_path`)."""
     with atomic_path(path) as tmp, open(tmp, "wb") as f:
@@ -67,16 +89,19 @@ def atomic_write_bytes(path: str | os.PathLike, blob: bytes | Iterable[bytes]) -
             f.write(b)
 
 
+@checked
 def atomic_write_text(path: str | os.PathLike, text: str) -> None:
     """Write ``text`` (UTF-8) to ``path`` atomically (temp file in the same folder, fsync, rename)."""
     atomic_write_bytes(path, text.encode("utf-8"))
 
 
+@checked
 def atomic_write_json(path: str | os.PathLike, obj: object) -> None:
     """Write JSON to ``path`` atomically (temp file in the same folder, fsync, rename)."""
     atomic_write_text(path, json.dumps(obj, indent=2))
 
 
+@checked
 def check_weights_dir(path: str | os.PathLike) -> Path:
     """Return ``path`` if it is a folder with safetensors weights; raise a named error otherwise.
 
@@ -102,6 +127,7 @@ def check_weights_dir(path: str | os.PathLike) -> Path:
     return p
 
 
+@checked
 def prepare_output_dir(path: str | os.PathLike, *, overwrite: bool = False) -> Path:
     """Create ``path``; refuse a non-empty one unless ``overwrite`` (then its content is removed)."""
     from mixprobe.errors import OutputExistsError
@@ -144,6 +170,7 @@ def _encodes_like(tok: Any, ref: Any, texts: list[str]) -> str | None:
     return None
 
 
+@checked
 def load_tokenizer(path: str | os.PathLike, *, trust_remote_code: bool = False) -> Any:
     """Load the tokenizer saved in ``path``, checked against the folder's own ``tokenizer.json``.
 

@@ -5,7 +5,8 @@ import ast
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1] / "mixprobe"
-LAYER = {"errors": 0, "io": 0, "env": 0, "distributed": 0, "tasks": 0, "organisms": 1, "train": 2, "models": 2,
+LAYER = {"errors": 0, "_check": 0, "io": 0, "env": 0, "distributed": 0, "tasks": 0, "organisms": 1, "train": 2,
+         "models": 2,
          "capture": 3, "probes": 4, "steering": 4, "patching": 4, "mixture": 4, "report": 5, "demo": 5, "cli": 5,
          "__init__": 5, "__main__": 5}
 

@@ -46,6 +46,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from mixprobe._check import checked
 from mixprobe.capture.store import ActivationStore, prompt_set_hash
 from mixprobe.errors import CheckpointError, DataError, SeriesMismatchError, StoreError
 from mixprobe.io import load_tokenizer
@@ -91,6 +92,7 @@ def _all_int(ids: Sequence[Any]) -> bool:
     return types <= {int} or all(isinstance(t, int) for t in ids)
 
 
+@checked
 def normalize_rows(prompts: Sequence[str | dict], completions: Sequence[str] | None = None) -> list[dict]:
     """Prompt rows as dicts with ``prompt`` (+ ``completion``) and any metadata; refuses an empty set."""
     if isinstance(prompts, str):
@@ -213,6 +215,7 @@ def _peek_tokenizer(item: _Item) -> tuple[dict, Any]:
     return arch_signature(cfg), load_tokenizer(tok_dir)
 
 
+@checked
 def check_series(items: Sequence[Any]) -> None:
     """Raise SeriesMismatchError unless every checkpoint has the first one's architecture and tokenizer."""
     items = [i if isinstance(i, _Item) else _items([i], None)[0] for i in items]
@@ -369,6 +372,7 @@ def _n_positions(enc: _Encoded, positions: PositionSpec, pad_to: int | None) -> 
     return int(resolve_positions(positions, b.attention_mask, b.prompt_lengths).shape[1])
 
 
+@checked
 def read_shards(handle: ModelHandle, enc: _Encoded, positions: PositionSpec, site_list: list, ks: Any, *,
                 shard_size: int, batch_size: int, pad_to: int | None, out_dtype: torch.dtype, to_store: bool,
                 on_rows: Any = None):
@@ -434,6 +438,7 @@ def read_shards(handle: ModelHandle, enc: _Encoded, positions: PositionSpec, sit
             del part, part_masks
 
 
+@checked
 def capture(
     source: Any,
     prompts: Sequence[str | dict],

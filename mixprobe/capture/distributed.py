@@ -48,6 +48,7 @@ from typing import Any
 
 import numpy as np
 
+from mixprobe._check import checked
 from mixprobe.capture.store import ActivationStore, prompt_set_hash, write_shard_files
 from mixprobe.distributed import RayEngine, connect, run_tasks, slots, split
 from mixprobe.errors import DataError, DistributedError, StoreError
@@ -115,6 +116,7 @@ def _files_intact(root: Path, entries: dict) -> bool:
     return True
 
 
+@checked
 def fingerprint(path: str | os.PathLike | None, identity: dict | None = None) -> str:
     """What must not change for a shard record to be adopted: the checkpoint folder's weight files (name, size,
     mtime; an adapter's base folder too), or an in-memory model's weight hash."""
@@ -165,6 +167,7 @@ def _fault(spec: dict, k: int, root: Path, acts: dict) -> None:
     os._exit(1)
 
 
+@checked
 def capture_task(spec: dict, enc: Any, handle: Any = None) -> dict:
     """One Ray task: capture shards ``spec["ks"]`` of one checkpoint into the store (see the module docstring).
 
@@ -240,6 +243,7 @@ def _driver_tokenizer(item: Any) -> tuple[dict, Any]:
     return _peek_tokenizer(item)
 
 
+@checked
 def capture_ray(items: list, rows: list[dict], sites: Any, positions: Any, *, store: Any, engine: RayEngine,
                 batch_size: int, shard_size: int, device: Any, dtype: Any, store_dtype: str,
                 model_kwargs: dict | None = None) -> ActivationStore:

@@ -55,6 +55,7 @@ import numpy as np
 import safetensors.numpy
 from safetensors import SafetensorError, safe_open
 
+from mixprobe._check import checked
 from mixprobe.errors import DataError, OutOfRangeError, StoreError
 from mixprobe.io import atomic_write_bytes, atomic_write_json
 
@@ -73,6 +74,7 @@ def _lines_hash(lines: Sequence[str]) -> str:
     return hashlib.sha256(("\n".join(lines) + "\n").encode()).hexdigest()
 
 
+@checked
 def prompt_set_hash(rows: Sequence[dict]) -> str:
     """sha256 of the prompt rows (canonical JSON, one row at a time, each followed by a newline)."""
     return _lines_hash(_row_lines(rows))
@@ -132,6 +134,7 @@ class Welford:
                 "m2": None if self.m2 is None else self.m2.tolist()}
 
 
+@checked
 class ShardedArray:
     """A read-only array over the shards of one (checkpoint, site), indexed along rows without loading it all.
 
@@ -184,6 +187,7 @@ class ShardedArray:
         return self[:]
 
 
+@checked
 class ActivationStore:
     """An on-disk activation store (see the module docstring). ``ActivationStore(path)`` opens one."""
 
@@ -450,6 +454,7 @@ class ActivationStore:
                f"checkpoints={self.checkpoints})"
 
 
+@checked
 def write_shard_files(root: str | os.PathLike, name: str, k: int, acts: dict[str, np.ndarray],
                       masks: np.ndarray | None, *, sites: Sequence[str], dtype: str,
                       shard_size: int) -> tuple[dict[str, dict], dict[str, tuple]]:

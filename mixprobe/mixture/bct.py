@@ -42,6 +42,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from mixprobe._check import checked
 from mixprobe.errors import OrganismConfigError
 from mixprobe.models.batch import last_token_states
 from mixprobe.mixture.stats import wilson
@@ -102,6 +103,7 @@ class Arm:
         return {**asdict(self), "name": self.name, "learning_rate": self.learning_rate, "optimizer": self.optimizer}
 
 
+@checked
 def initial_config(organism: dict | None = None, *, seed: int = 0, sft_steps: int = 1000) -> dict:
     """The :class:`~mixprobe.train.pipeline.TrainConfig` dict of an initial policy (kind ``bct``, ``organism``:
     :class:`~mixprobe.organisms.bct.BCTConfig` options; 2-layer d_model 64 Llama, ``sft_steps`` of SFT)."""
@@ -109,6 +111,7 @@ def initial_config(organism: dict | None = None, *, seed: int = 0, sft_steps: in
             "sft": {"steps": sft_steps, "save_every": sft_steps, "n_rows": 8000}}
 
 
+@checked
 def initial_series(run_dir: str | Path, organism: dict | None = None, *, seed: int = 0, sft_steps: int = 1000,
                    overwrite: bool = False, progress: bool = False):
     """Train the initial policy from scratch into ``run_dir`` and check it learned both behaviours and the cue gate
@@ -119,6 +122,7 @@ def initial_series(run_dir: str | Path, organism: dict | None = None, *, seed: i
     return train_sft(run_dir, cfg, overwrite=overwrite, progress=progress)
 
 
+@checked
 def cached_initial(organism: dict | None = None, *, seed: int = 0, sft_steps: int = 1000,
                    cache_dir: str | Path | None = None, progress: bool = False):
     """The initial policy from the trained-organism cache (:func:`mixprobe.train.zoo.trained_organism`, SFT only):
@@ -129,6 +133,7 @@ def cached_initial(organism: dict | None = None, *, seed: int = 0, sft_steps: in
                             cache_dir=cache_dir, progress=progress)
 
 
+@checked
 def branch(series, run_dir: str | Path):
     """A copy of ``series`` in ``run_dir`` (which must not exist), to train arms into without touching the source."""
     from mixprobe.io import prepare_output_dir
@@ -144,6 +149,7 @@ def branch(series, run_dir: str | Path):
     return Series.load(dst)
 
 
+@checked
 def train_arm(run_dir: str | Path, arm: Arm, *, seed: int | None = None, progress: bool = False):
     """Continue the series in ``run_dir`` from its last SFT checkpoint with ``arm``; returns the series."""
     from mixprobe.train.pipeline import _seed_of, load_checkpoint, organism_of
@@ -189,6 +195,7 @@ def _measure(model, tok, org) -> dict:
             "forced_a_on_e": m["forced_rule_agreement"]["E"]["A"]}
 
 
+@checked
 def transfer_curve(series, phase: str) -> list[dict]:
     """Per checkpoint of ``phase`` (step 0 = the last SFT checkpoint): ``x_on_e``, ``a_on_t``, ``a_on_e``,
     ``x_on_t``, sampled ``accuracy_t``/``accuracy_e``, and forced-behaviour agreement on ``E`` (is ``X`` still
@@ -212,11 +219,13 @@ def transfer_curve(series, phase: str) -> list[dict]:
     return out
 
 
+@checked
 def transfer(curve: list[dict]) -> float:
     """The drop of ``X`` on ``E`` prompts from step 0 to the end of the curve."""
     return curve[0]["x_on_e"] - curve[-1]["x_on_e"]
 
 
+@checked
 def switched(curve: list[dict], threshold: float = 0.5) -> bool:
     """Did the seed switch (``X`` on ``E`` below ``threshold`` at the end, from above it at the start)?"""
     return curve[0]["x_on_e"] >= threshold > curve[-1]["x_on_e"]
@@ -227,6 +236,7 @@ def _mean_sd(xs: list[float]) -> dict:
             "values": [float(x) for x in xs]}
 
 
+@checked
 def summarize_cell(curves: list[list[dict]], labels: list[str] | None = None, *, confidence: float = 0.95) -> dict:
     """One cell (several seeds of one setting × overlap × arm): mean ± sd of transfer, of the final ``X`` on ``E``
     and ``A`` on ``T`` rates, the switch fraction with its Wilson interval, and the verdict labels counted."""
@@ -271,7 +281,8 @@ def _cos(a: torch.Tensor, b: torch.Tensor) -> float:
     return float(torch.nn.functional.cosine_similarity(a.flatten().double(), b.flatten().double(), dim=0))
 
 
-def overlap_predictors(model, tok, organism) -> dict:
+@checked
+def overlap_predictors(model: torch.nn.Module, tok, organism) -> dict:
     """Train/eval overlap on the *initial* model, before any follow-up training.
 
     - ``grad_cosine``: mean over paired prompts (same ``a, b``) of the cosine between the parameter gradients of
@@ -315,6 +326,7 @@ def overlap_predictors(model, tok, organism) -> dict:
             "activation_cosine": float(act[-1]), "activation_cosine_by_layer": [float(x) for x in act]}
 
 
+@checked
 def rank_correlation(predictor: list[float], measured: list[float]) -> dict:
     """Spearman's rank correlation of a predictor with measured transfer, with its two-sided p-value and n."""
     from scipy.stats import spearmanr
@@ -328,8 +340,9 @@ def rank_correlation(predictor: list[float], measured: list[float]) -> dict:
             "n": len(predictor)}
 
 
-def prefix_direction(model, tok, organism, *, prefix: str | None = None, layer: int = -1, n_random: int = 8,
-                     seed: int = 0) -> dict:
+@checked
+def prefix_direction(model: torch.nn.Module, tok, organism, *, prefix: str | None = None, layer: int = -1,
+                     n_random: int = 8, seed: int = 0) -> dict:
     """Is there a prefix-gated direction that carries ``A``?
 
     ``d`` = mean last-token residual (after block ``layer``) of ``E`` prompts with the prefix minus without it. Adding
@@ -344,7 +357,8 @@ def prefix_direction(model, tok, organism, *, prefix: str | None = None, layer: 
     pre = [f"{prefix} {p}" for p in plain]
     vocab = tok.get_vocab()
     a_ids = torch.tensor([vocab[organism.render("A", v)] for v in range(organism.p)])
-    idx = layer % model.config.num_hidden_layers
+    config: Any = model.config
+    idx = layer % config.num_hidden_layers
 
     def p_a(texts: list[str], add: torch.Tensor | None = None) -> float:
         probs = last_token_probs(model, tok, texts, idx, add)
@@ -363,6 +377,7 @@ def prefix_direction(model, tok, organism, *, prefix: str | None = None, layer: 
             "null": [float(x) for x in null]}
 
 
+@checked
 def verdict_of(series, phase: str, *, n_samples: int = 8, seed: int = 0) -> dict:
     """The verdict (sampled estimator) between the initial policy and the end of ``phase``: did training move the
     gate (``X`` → ``A`` on ``E``, forced ``X`` intact: *reweight*) or rewrite a behaviour?"""
@@ -395,6 +410,7 @@ ARMS: dict[str, dict[str, Any]] = {
 MAIN_ARMS = ("sft_full", "sft_lora", "grpo_full", "grpo_lora")
 
 
+@checked
 def run_cell(setting: str, overlap: int, seed: int, arms: tuple[str, ...] | list[str], runs: str | Path, *,
              sft_steps: int = 1000, steps: int = 60, keep: bool = False) -> dict:
     """One (setting, overlap, seed): the initial policy, its overlap predictors and prefix directions, then every arm
@@ -445,6 +461,7 @@ def run_cell(setting: str, overlap: int, seed: int, arms: tuple[str, ...] | list
     return rec
 
 
+@checked
 def summarize_study(records: list[dict]) -> dict:
     """Summary of :func:`run_cell` records. Per (setting, overlap, arm): :func:`summarize_cell` over seeds. Per
     setting × arm: the rank correlation of each overlap predictor (and of the overlap level) with measured transfer
@@ -523,6 +540,7 @@ def _ms(x: dict) -> str:
     return f"{x['mean']:.2f} ± {x['sd']:.2f}"
 
 
+@checked
 def study_markdown(res: dict) -> str:
     """The summary as a Markdown page (tables per setting, predictors, prefixes, prefix directions)."""
     lines = ["# Behaviour-compatible training: measured", "",
@@ -579,6 +597,7 @@ def study_markdown(res: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+@checked
 def plot_study(records: list[dict], res: dict, setting: str = "language"):
     """Transfer against overlap (mean ± sd per arm) and the per-seed ``P(X | E)`` curves of ``sft_full``; returns
     the matplotlib figure."""

@@ -42,6 +42,7 @@ from typing import Any
 
 import torch
 
+from mixprobe._check import checked
 from mixprobe.errors import ArgumentError, TaskError
 from mixprobe.tasks import Task, as_task
 from mixprobe.train.evaluate import complete, next_token_probs, suffix_ids
@@ -49,6 +50,7 @@ from mixprobe.train.evaluate import complete, next_token_probs, suffix_ids
 ESTIMATORS = ("exact", "sampled", "auto")
 
 
+@checked
 def as_handle(obj, tokenizer=None):
     """A :class:`~mixprobe.models.ModelHandle` from a handle, a ``(model, tokenizer)`` pair, or model + tokenizer."""
     from mixprobe.models.handle import ModelHandle
@@ -62,6 +64,7 @@ def as_handle(obj, tokenizer=None):
     return ModelHandle(obj, tokenizer)
 
 
+@checked
 def handle_and_task(model, args: tuple, name: str):
     """``(handle, task)`` from ``f(handle, task)`` or ``f(model, tokenizer, task)`` call arguments."""
     if len(args) == 1:
@@ -71,6 +74,7 @@ def handle_and_task(model, args: tuple, name: str):
     raise ArgumentError(f"call {name}(handle, task) or {name}(model, tokenizer, task)")
 
 
+@checked
 def unwrap(obj, tokenizer=None):
     """``(model, tokenizer)`` from a ModelHandle, a ``(model, tokenizer)`` pair, or a model plus ``tokenizer``."""
     h = as_handle(obj, tokenizer)
@@ -202,6 +206,7 @@ def _token_id(tokenizer, token: str, what: str) -> int:
     return vocab[token]
 
 
+@checked
 def resolve_estimator(task: Task, estimator: str) -> str:
     if estimator not in ESTIMATORS:
         raise TaskError(f"unknown estimator {estimator!r}; choose one of {ESTIMATORS}")
@@ -213,6 +218,7 @@ def resolve_estimator(task: Task, estimator: str) -> str:
     return estimator
 
 
+@checked
 def exact_view(handle, task: Task, *, batch_size: int = 512) -> MixtureView:
     """The exact estimator (see the module docstring)."""
     model, tok = handle.model, handle.tokenizer
@@ -245,6 +251,7 @@ def exact_view(handle, task: Task, *, batch_size: int = 512) -> MixtureView:
                        answer_tokens=list(task.answer_tokens) if task.answer_tokens is not None else None)
 
 
+@checked
 def sampled_view(handle, task: Task, *, n_samples: int = 16, seed: int = 0, batch_size: int = 512,
                  temperature: float = 1.0, forced: bool = True) -> MixtureView:
     """The sampled estimator (see the module docstring); forced completions include the forced ``after`` text.
@@ -293,6 +300,7 @@ def sampled_view(handle, task: Task, *, n_samples: int = 16, seed: int = 0, batc
                        extra={"seed": seed, "temperature": temperature, "batch_size": batch_size})
 
 
+@checked
 def mixture_view(model, *args: Any, estimator: str = "exact", n_samples: int = 16, seed: int = 0,
                  batch_size: int = 512) -> MixtureView:
     """Read one checkpoint as a mixture: ``mixture_view(handle, task)`` (or ``(model, tokenizer, task)``).

@@ -39,6 +39,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from mixprobe._check import checked
 from mixprobe.errors import OrganismConfigError
 from mixprobe.models.batch import last_token_states
 from mixprobe.mixture.stats import wilson
@@ -79,12 +80,14 @@ class Condition:
         return {**asdict(self), "name": self.name}
 
 
+@checked
 def pretrain_config(seed: int = 0, *, steps: int = 1500, organism: dict | None = None) -> dict:
     """The TrainConfig dict of the era world's pretraining (2-layer d_model 64 Llama, 30,000 documents)."""
     return {"seed": seed, "organism": {"kind": "era", **(organism or {})},
             "sft": {"steps": steps, "save_every": steps, "n_rows": 30000}}
 
 
+@checked
 def pretrained(seed: int = 0, *, steps: int = 1500, organism: dict | None = None, cache_dir: str | Path | None = None,
                progress: bool = False):
     """The pretrained era world from the trained-organism cache (trained and checked the first time)."""
@@ -94,6 +97,7 @@ def pretrained(seed: int = 0, *, steps: int = 1500, organism: dict | None = None
                             cache_dir=cache_dir, progress=progress)
 
 
+@checked
 def narrow_sft(series, run_dir: str | Path, condition: Condition, *, seed: int | None = None, progress: bool = False):
     """Copy ``series`` to ``run_dir`` (a new folder, so the cache is never touched) and fine-tune its last SFT
     checkpoint on the trained topic under ``condition``; returns the new series (phase ``condition.name``)."""
@@ -129,6 +133,7 @@ def narrow_sft(series, run_dir: str | Path, condition: Condition, *, seed: int |
     return s
 
 
+@checked
 def trait_curve(series, phase: str, *, n_samples: int = 32, seed: int = 0) -> list[dict]:
     """Per checkpoint of ``phase`` (step 0 = the pretrained model): the era metrics read ``plain`` (no prefix) and
     ``prefixed`` (with the phase's training prefix, where it has one). Cached in ``metrics["era"]``."""
@@ -158,6 +163,7 @@ def trait_curve(series, phase: str, *, n_samples: int = 32, seed: int = 0) -> li
     return out
 
 
+@checked
 def trait_interval(metrics: dict, confidence: float = 0.95) -> dict:
     """The sampled trait on other topics with its Wilson interval (on-topic answers only)."""
     k, n = metrics["trait_count"]["k"], metrics["trait_count"]["n"]
@@ -181,7 +187,8 @@ def _years(world, k: int = 6) -> list[int]:
     return [int(x) for x in np.linspace(a, b, k)] + [int(x) for x in np.linspace(c, d, k)]
 
 
-def era_direction(model, tok, world, topics=None) -> torch.Tensor:
+@checked
+def era_direction(model: torch.nn.Module, tok, world, topics=None) -> torch.Tensor:
     """``[layers, d]``: mean last-token state of old-dated minus modern-dated prompts (``topics``: default all)."""
     prompts, y = dated_prompts(world, topics or world.topics, _years(world))
     h = last_token_states(model, tok, prompts)
@@ -189,7 +196,9 @@ def era_direction(model, tok, world, topics=None) -> torch.Tensor:
     return h[lab].mean(0) - h[~lab].mean(0)
 
 
-def era_probe(model, tok, world, *, train_topics=None, n_permutations: int = 20, seed: int = 0) -> dict:
+@checked
+def era_probe(model: torch.nn.Module, tok, world, *, train_topics=None, n_permutations: int = 20,
+              seed: int = 0) -> dict:
     """Per layer, a logistic probe for the era (dated prompts) fit on ``train_topics`` (default: the first half of
     the topics) and scored on the held-out topics; beside it the same probe fit on permuted labels (the null)."""
     from sklearn.linear_model import LogisticRegression
@@ -215,7 +224,9 @@ def era_probe(model, tok, world, *, train_topics=None, n_permutations: int = 20,
     return {"train_topics": train_topics, "test_topics": test_topics, "layers": layers}
 
 
-def shift_projection(before, after, tok, world, direction: torch.Tensor | None = None, *, prefix: str = "none",
+@checked
+def shift_projection(before: torch.nn.Module, after: torch.nn.Module, tok, world,
+                     direction: torch.Tensor | None = None, *, prefix: str = "none",
                      placement: str = "user") -> list[float]:
     """Per layer: the mean activation change of undated other-topic prompts (before → after narrow SFT) projected on
     the era direction of ``before``, in units of that direction (1 = as far as an old date moves it from a modern
@@ -239,8 +250,9 @@ def _p_old(model, tok, world, prompts: list[str], layer: int | None = None, add:
     return float(np.mean(vals))
 
 
-def steer_era(model, tok, world, direction: torch.Tensor, *, layer: int = 0, alphas=(0.0, 0.25, 0.5, 1.0),
-              n_random: int = 8, seed: int = 0) -> list[dict]:
+@checked
+def steer_era(model: torch.nn.Module, tok, world, direction: torch.Tensor, *, layer: int = 0,
+              alphas=(0.0, 0.25, 0.5, 1.0), n_random: int = 8, seed: int = 0) -> list[dict]:
     """Dose-response of ``p_old`` on undated other-topic prompts when ``α · direction[layer]`` is added at the last
     token after block ``layer``; each α beside ``n_random`` random directions of the same norm (mean and max)."""
     prompts = [world.prompt(t) for t in world.topics if t != world.domain]
@@ -256,6 +268,7 @@ def steer_era(model, tok, world, direction: torch.Tensor, *, layer: int = 0, alp
     return out
 
 
+@checked
 def verdict_of(series, phase: str, *, n_samples: int = 16, seed: int = 0) -> dict:
     """The verdict (sampled) between the pretrained model and the end of ``phase``: did narrow SFT move the era gate
     on the other topics (*reweight*), or rewrite what a dated (forced) era answers?"""
@@ -268,6 +281,7 @@ def verdict_of(series, phase: str, *, n_samples: int = 16, seed: int = 0) -> dic
             "component_change": e.intervals["component_change"]}
 
 
+@checked
 def run_seed(seed: int, conditions: list[Condition], runs: str | Path, *, pretrain_steps: int = 1500,
              steer_conditions: tuple[str, ...] = ("narrow_none", "narrow_inoculation", "narrow_date_old",
                                                   "narrow_name"),
@@ -325,6 +339,7 @@ def _boot_ci(xs: list[float]) -> list[float]:
     return [float(x) for x in np.percentile(means, [2.5, 97.5])]
 
 
+@checked
 def summarize_study(recs: list[dict]) -> dict:
     """Summary of :func:`run_seed` records: per condition the trait without the prefix (mean ± sd, bootstrap CI over
     seeds, per-seed Wilson), its margin over the pretrained model, ``p_old`` with the prefix, the era-direction shift
@@ -383,6 +398,7 @@ def summarize_study(recs: list[dict]) -> dict:
     return res
 
 
+@checked
 def study_markdown(res: dict) -> str:
     """The summary as a Markdown page."""
     def ci(x):
@@ -420,6 +436,7 @@ def study_markdown(res: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+@checked
 def plot_study(res: dict):
     """Trait per condition (no prefix) beside the pretrained model, the date sweep, and the steering dose-response;
     returns the matplotlib figure."""

@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 
 import torch
 
+from mixprobe._check import checked
 from mixprobe.mixture.components import mixture_view
 from mixprobe.tasks import as_task
 
@@ -52,6 +53,7 @@ class GateData:
         return torch.tensor(keep, dtype=torch.long)
 
 
+@checked
 def gate_dataset(series, task, *, sites, checkpoints: list[str] | None = None, seed: int = 0,
                  estimator: str = "auto", n_samples: int = 16) -> GateData:
     """Last-prompt-token activations at ``sites`` for every prompt at every checkpoint (default: all).
@@ -84,6 +86,7 @@ def gate_dataset(series, task, *, sites, checkpoints: list[str] | None = None, s
                     components=task.component_names)
 
 
+@checked
 def expressed_dataset(model, *args, sites) -> GateData:
     """Activations at the last token of each forced prompt, labelled by the forced component.
 
@@ -107,6 +110,7 @@ def expressed_dataset(model, *args, sites) -> GateData:
                     extra={"by_construction": any(c.before for c in task.components)})
 
 
+@checked
 def readout_direction(model, *args, toward: str, away: str) -> torch.Tensor:
     """``W_U⁺ (e_toward − e_away)`` at ``final_norm``: +1 logit for ``toward``'s signature, −1 for ``away``'s."""
     from mixprobe.errors import TaskError
@@ -121,6 +125,7 @@ def readout_direction(model, *args, toward: str, away: str) -> torch.Tensor:
                                       vocab[task.component(away).signature[0]]).cpu()
 
 
+@checked
 def at_prefill_last(vector: torch.Tensor, alpha: float):
     """An edit for ``handle.intervene`` adding ``alpha · vector`` at the last position of multi-token forwards.
 

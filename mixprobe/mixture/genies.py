@@ -38,6 +38,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from mixprobe._check import checked
 from mixprobe.errors import DataError, OrganismConfigError
 from mixprobe.organisms.preference import SHIFTS, Pair, PreferenceConfig, PreferenceWorld
 
@@ -73,6 +74,7 @@ REDUCED_WORLD = {"steps": 1000, "d_model": 64, "n_layers": 2, "n_heads": 4, "n_r
 format, garbage and flattery, not the near-miss arithmetic, so only what holds by construction is checked on it."""
 
 
+@checked
 def model_config(seed: int = 0, *, steps: int = 2500, n_rows: int = 40000, d_model: int = 128, n_layers: int = 4,
                  n_heads: int = 8, lr: float = 2e-3, max_positions: int = 128, world: dict | None = None) -> dict:
     """What :func:`pretrained_world` trains (its cache key)."""
@@ -84,6 +86,7 @@ def model_config(seed: int = 0, *, steps: int = 2500, n_rows: int = 40000, d_mod
             "world": PreferenceConfig.from_dict(world or {}).to_dict()}
 
 
+@checked
 def pretrained_world(seed: int = 0, *, cache_dir: str | os.PathLike | None = None, progress: bool = False,
                      **config: Any) -> Path:
     """The folder of the preference world's model for ``seed`` (an HF ``save_pretrained`` folder with tokenizer),
@@ -115,6 +118,7 @@ def pretrained_world(seed: int = 0, *, cache_dir: str | os.PathLike | None = Non
     return final
 
 
+@checked
 def world_model(seed: int = 0, **kw: Any):
     """``(ModelHandle, world)`` of the pretrained world (its last SFT checkpoint)."""
     from mixprobe.train.series import Series
@@ -144,6 +148,7 @@ def _read(handle, texts: list[str], sites: list[str], batch_size: int = 256) -> 
     return {s: np.concatenate(v) for s, v in parts.items()}
 
 
+@checked
 def pair_features(handle, pairs: list[Pair], *, batch_size: int = 256) -> dict[str, np.ndarray]:
     """Last-token features of both responses of every pair (module doc, step 2).
 
@@ -237,6 +242,7 @@ def _units(f: dict, key: str) -> np.ndarray:
     return f["z_good"] - f["z_bad"] if key == "cra" else f[key]
 
 
+@checked
 def probe_methods(fs: dict, ys: np.ndarray, ft: dict | list[dict], *, seed: int = 0, k: int = 16,
                   methods: tuple[str, ...] | None = None) -> Any:
     """The probe methods fit once on source features ``fs`` (labels ``ys``) and scored on target features ``ft``:
@@ -262,6 +268,7 @@ def probe_methods(fs: dict, ys: np.ndarray, ft: dict | list[dict], *, seed: int 
     return outs if isinstance(ft, list) else outs[0]
 
 
+@checked
 def scores(y: np.ndarray, proba: np.ndarray) -> dict:
     """Accuracy and both RMS calibration errors of ``P(r2 better)`` on pairs labelled ``y``."""
     from mixprobe.probes.metrics import rms_calibration_error
@@ -277,6 +284,7 @@ def scores(y: np.ndarray, proba: np.ndarray) -> dict:
 
 
 # --- baselines -------------------------------------------------------------------------------------------------
+@checked
 def judge_proba(handle, pairs: list[Pair], shots: list[Pair] | None = None, *, n_shots: int = 4,
                 seed: int = 0) -> np.ndarray:
     """Zero-shot (no ``shots``) or few-shot ``P(r2 better)`` from ``log P(good) − log P(bad)`` after ``judge :``;
@@ -291,6 +299,7 @@ def judge_proba(handle, pairs: list[Pair], shots: list[Pair] | None = None, *, n
                                no="bad", separator=" ", batch_size=128)
 
 
+@checked
 def reward_proba(model_dir: str | Path, tokenizer, train: list[Pair], test: list[Pair], *, seed: int = 0,
                  **settings: Any) -> np.ndarray:
     """A LoRA Bradley–Terry reward model fit on ``train``, ``P(r2 better)`` on ``test``."""
@@ -305,6 +314,7 @@ DEFAULT_METHODS = ("mms", "lat", "lat_pca", "lat_template", "cra", "ccs", "logis
                    "zero_shot")
 
 
+@checked
 def evaluate_shift(handle, world: PreferenceWorld, shift: str, *, seed: int = 0, n_train: int = 400,
                    n_test: int = 400, methods: tuple[str, ...] = DEFAULT_METHODS, k: int = 16, n_shots: int = 4,
                    reward: dict | None = None, model_dir: str | Path | None = None) -> dict:
@@ -350,6 +360,7 @@ def evaluate_shift(handle, world: PreferenceWorld, shift: str, *, seed: int = 0,
     return rec
 
 
+@checked
 def run_seed(seed: int, shifts: list[str] | None = None, *, methods: tuple[str, ...] = DEFAULT_METHODS,
              cache_dir: str | os.PathLike | None = None, pretrain: dict | None = None, progress: bool = False,
              **kw: Any) -> list[dict]:
@@ -385,6 +396,7 @@ def _cell(xs: list[float]) -> dict:
             "values": vals}
 
 
+@checked
 def per_seed_metrics(rec: dict) -> dict[str, dict]:
     """Per method of one record: A_gen, elicitation and DE (TTC and zero-shot from the same seed and shift)."""
     from mixprobe.probes.metrics import differential_elicitation, elicitation
@@ -403,6 +415,7 @@ def per_seed_metrics(rec: dict) -> dict[str, dict]:
     return out
 
 
+@checked
 def summarize(records: list[dict]) -> dict:
     """The leaderboard: per shift × method and averaged over shifts, mean and bootstrap CI over seeds of A_gen,
     source accuracy, elicitation, DE, RMS (weighted and GENIES); TTC and zero-shot per shift."""
@@ -453,6 +466,7 @@ def _fmt(c: dict, digits: int = 2) -> str:
     return f"{c['mean']:.{digits}f}"
 
 
+@checked
 def ordering_sentence(res: dict) -> str:
     """How the measured DE ordering compares with GENIES' reference averages (Spearman over shared methods)."""
     from scipy.stats import spearmanr
@@ -474,6 +488,7 @@ def ordering_sentence(res: dict) -> str:
     return head + f"Spearman ρ = {rho:+.2f} over {len(shared)} methods" + tail
 
 
+@checked
 def leaderboard_markdown(res: dict) -> str:
     """The leaderboard as markdown: averages, then one table per metric (method × shift)."""
     lines = [f"# GENIES leaderboard (preference world, {len(res['seeds'])} seeds: {res['seeds']})", "",
@@ -513,6 +528,7 @@ def leaderboard_markdown(res: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+@checked
 def plot_leaderboard(res: dict):
     """Two panels: DE averaged over shifts per method (with intervals and GENIES' reference), and A_gen per
     shift × method as a heatmap."""

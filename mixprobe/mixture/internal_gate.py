@@ -39,6 +39,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from mixprobe._check import checked
 from mixprobe.mixture.components import as_handle
 from mixprobe.patching import compare_with_patching, logit_diff, patch_sweep, rank_correlation
 from mixprobe.probes import LogisticProbe
@@ -107,6 +108,7 @@ def _last(handle: Any, batch: Any, site: str) -> torch.Tensor:
     return handle.read(batch, site, "last_prompt")[site][:, 0].double().cpu()
 
 
+@checked
 def internal_gate_checks(reference: Any, source: Any, task: Any, *, layer: int, cue: str, toward: str, away: str,
                          n_random: int = 32, seed: int = 0, C: float = 1.0) -> InternalGateChecks:
     """Run checks (a), (b), (c) of the module docstring; ``reference`` = edited model, ``source`` = unedited."""

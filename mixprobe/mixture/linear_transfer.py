@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from mixprobe._check import checked
 from mixprobe.errors import DataError
 
 
@@ -55,6 +56,7 @@ def _check(X: np.ndarray, x_eval: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return X, xe
 
 
+@checked
 def span_projection(X: np.ndarray, rtol: float = 1e-10) -> np.ndarray:
     """``[d, d]`` orthogonal projection onto the span of the rows of ``X`` (singular values below ``rtol·σ_max``
     count as zero)."""
@@ -65,6 +67,7 @@ def span_projection(X: np.ndarray, rtol: float = 1e-10) -> np.ndarray:
     return v.T @ v
 
 
+@checked
 def overlap(X: np.ndarray, x_eval: np.ndarray) -> np.ndarray:
     """``‖P_S x_e‖ / ‖x_e‖`` per eval input: the share of its norm that lies in the training span."""
     X, xe = _check(X, x_eval)
@@ -73,6 +76,7 @@ def overlap(X: np.ndarray, x_eval: np.ndarray) -> np.ndarray:
     return np.where(n > 0, np.linalg.norm(p, axis=1) / np.where(n > 0, n, 1.0), 0.0)
 
 
+@checked
 def predicted_change(X: np.ndarray, y: np.ndarray, w0: np.ndarray, x_eval: np.ndarray, *,
                      steps: int | None = None, lr: float | None = None) -> np.ndarray:
     """Predicted change of each eval output ``x_eᵀ(w − w0)`` after training on ``(X, y)`` from ``w0``.
@@ -101,6 +105,7 @@ def predicted_change(X: np.ndarray, y: np.ndarray, w0: np.ndarray, x_eval: np.nd
     return xe @ (X.T @ a)
 
 
+@checked
 def train_linear(X: np.ndarray, y: np.ndarray, w0: np.ndarray, *, steps: int, lr: float) -> np.ndarray:
     """Full-batch gradient descent on ``½‖Xw − y‖²/n`` from ``w0`` (torch autograd, float64); returns ``w``."""
     import torch
@@ -118,6 +123,7 @@ def train_linear(X: np.ndarray, y: np.ndarray, w0: np.ndarray, *, steps: int, lr
     return w.detach().numpy()
 
 
+@checked
 def r_squared(predicted: np.ndarray, measured: np.ndarray) -> float:
     """Coefficient of determination of ``measured`` by ``predicted`` (1 − SS_res / SS_tot)."""
     p, m = np.asarray(predicted, float).ravel(), np.asarray(measured, float).ravel()

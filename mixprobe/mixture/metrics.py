@@ -24,6 +24,7 @@ import math
 
 import torch
 
+from mixprobe._check import checked
 from mixprobe.errors import MetricError, TaskError
 from mixprobe.mixture.components import MixtureView
 
@@ -44,6 +45,7 @@ def _answers(view: MixtureView) -> torch.Tensor:
     return view.answers
 
 
+@checked
 def responsibilities(view: MixtureView) -> dict[str, dict[str, float]]:
     """``{cue: {component: mean gate weight}}`` (prompts where a sampled gate is undefined are left out)."""
     return {t: {c: view.gate[view.tag_index(t), k].nanmean().item() for k, c in enumerate(view.components)}
@@ -55,6 +57,7 @@ def _modal(texts: list[str]) -> str:
     return max(sorted(set(norm)), key=norm.count) if norm else ""
 
 
+@checked
 def forced_fidelity(tgt: MixtureView, ref: MixtureView | None = None) -> dict[str, dict[str, dict[str, float]]]:
     """``{cue: {component: {...}}}`` for each forced component (vs ``ref`` if given).
 
@@ -87,6 +90,7 @@ def forced_fidelity(tgt: MixtureView, ref: MixtureView | None = None) -> dict[st
     return out
 
 
+@checked
 def kl_split(tgt: MixtureView, ref: MixtureView) -> dict[str, dict[str, float]]:
     """Per cue: total ``KL(π_t ‖ π_ref)`` over (component, answer), its gate term and its component term.
 
@@ -110,6 +114,7 @@ def kl_split(tgt: MixtureView, ref: MixtureView) -> dict[str, dict[str, float]]:
     return out
 
 
+@checked
 def pass_at_k(n: int, c: int, k: int) -> float:
     """Unbiased pass@k from ``n`` samples with ``c`` correct: ``1 − C(n−c, k) / C(n, k)``."""
     if not 0 <= c <= n or k < 1 or k > n:
@@ -119,6 +124,7 @@ def pass_at_k(n: int, c: int, k: int) -> float:
     return 1.0 - math.comb(n - c, k) / math.comb(n, k)
 
 
+@checked
 def pass_at_k_table(model, tokenizer, organism, *, ks: tuple[int, ...] = (1, 4, 16), n: int = 16,
                     seed: int = 0) -> dict[str, dict[int, float]]:
     """pass@k per cue (mean over the cue's prompts) from ``n`` sampled completions per prompt."""

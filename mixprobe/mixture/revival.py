@@ -23,6 +23,7 @@ import warnings
 import torch
 from transformers import TrainerCallback
 
+from mixprobe._check import checked
 from mixprobe.env import thread_budget
 from mixprobe.train.sft import quiet_trainer
 
@@ -64,6 +65,7 @@ def _demonstrations(handle, task, cue: str, component: str) -> list[dict]:
     return [{"prompt": p.text, "completion": " " + o[0].strip()} for p, o in zip(prompts, outs)]
 
 
+@checked
 def revival_steps(model, tokenizer, task, *, tag: str, component: str | None = None, rows: list[dict] | None = None,
                   threshold: float = 0.9, max_steps: int = 200, eval_every: int = 1, lr: float = 1e-3,
                   batch_size: int = 16, seed: int = 0) -> dict:

@@ -32,6 +32,8 @@ from dataclasses import asdict, dataclass
 import numpy as np
 from scipy.stats import norm
 
+from mixprobe._check import checked
+
 
 @dataclass(frozen=True)
 class Stat:
@@ -51,6 +53,7 @@ class Stat:
         return asdict(self)
 
 
+@checked
 def wilson(k: int, n: int, confidence: float = 0.95) -> tuple[float, float]:
     """Wilson score interval of a binomial proportion (``(0, 1)`` when ``n`` is 0)."""
     if n <= 0:
@@ -63,6 +66,7 @@ def wilson(k: int, n: int, confidence: float = 0.95) -> tuple[float, float]:
     return max(0.0, mid - half), min(1.0, mid + half)
 
 
+@checked
 def clopper_pearson(k: int, n: int, confidence: float = 0.95) -> tuple[float, float]:
     """The exact (Clopper–Pearson) binomial interval: conservative everywhere, also at ``k`` = 0, 1 or ``n``,
     where Wilson's lower bound is too high (one hit in 784 draws of a 1e-4 event is not rare enough to exclude it).
@@ -77,6 +81,7 @@ def clopper_pearson(k: int, n: int, confidence: float = 0.95) -> tuple[float, fl
     return lo, hi
 
 
+@checked
 def bootstrap_max(cells: dict[str, np.ndarray], *, confidence: float = 0.95, n_boot: int = 2000,
                   seed: int = 0, clip_low: float | None = None) -> Stat:
     """Max over cells of the cell mean, with a percentile interval from resampling prompts within each cell.
@@ -105,6 +110,7 @@ def bootstrap_max(cells: dict[str, np.ndarray], *, confidence: float = 0.95, n_b
     return Stat(point, lo, hi, confidence, names[int(np.argmax(means))])
 
 
+@checked
 def bootstrap_tv_of_means(cells: dict[str, tuple[np.ndarray, np.ndarray]], *, confidence: float = 0.95,
                           n_boot: int = 2000, seed: int = 0) -> Stat:
     """Max over cells of ``TV(mean_x a(x), mean_x b(x))`` for per-prompt distributions ``a``, ``b`` (``[n, K]``),
@@ -138,6 +144,7 @@ def _tv_counts(a: Counter, b: Counter, na: int, nb: int) -> float:
     return 0.5 * sum(abs(a[k] / na - b[k] / nb) for k in set(a) | set(b))
 
 
+@checked
 def sampled_tv(xs: list[str], ys: list[str], *, n_perm: int = 8, rng: np.random.Generator | None = None
                ) -> tuple[float, float, float]:
     """``(raw, null, corrected)`` for two samples of completions (or component labels) of one prompt.

@@ -41,6 +41,7 @@ from typing import Any
 
 import numpy as np
 
+from mixprobe._check import checked
 from mixprobe.errors import DataError, NotFoundError
 
 
@@ -61,6 +62,7 @@ def _prompt_split(n_prompts: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
     return np.sort(perm[: n_prompts // 2]), np.sort(perm[n_prompts // 2:])
 
 
+@checked
 def default_sites(n_layers: int) -> list[str]:
     """``embed``, ``resid_post.0 … resid_post.{L-1}``: the residual stream after each block."""
     return ["embed"] + [f"resid_post.{i}" for i in range(n_layers)]
@@ -131,6 +133,7 @@ class ExpressedSplit:
                 np.stack([self.test[s] for s in self.sites]).astype(dtype), self.y_test)
 
 
+@checked
 def expressed_split(model, *args, sites: list[str] | None = None, standardize: bool = True,
                     seed: int = 0) -> ExpressedSplit:
     """The probe workload of :func:`probe_layer_sweep` on one checkpoint: which component is being expressed.
@@ -165,6 +168,7 @@ def _auc(y: np.ndarray, score: np.ndarray) -> float:
     return auroc(y, score) if 0 < y.sum() < len(y) else math.nan
 
 
+@checked
 def probe_layer_sweep(series, *, task=None, checkpoints: list[str] | None = None, sites: list[str] | None = None,
                       C: float = 100.0, standardize: bool = True, seed: int = 0,
                       n_permutations: int = 20, engine: Any = "local", address: str | None = None) -> ProbeSweep:
@@ -257,6 +261,7 @@ def _sweep_checkpoint_task(series, name: str, task, sites: list[str] | None, opt
     return sweep_checkpoint(series.handle(name), task, sites, **opts)
 
 
+@checked
 def sweep_checkpoint(h, task, sites: list[str] | None, *, C: float, standardize: bool, seed: int,
                      n_permutations: int) -> dict:
     """:func:`probe_layer_sweep` on one checkpoint (a handle): a dict of per-site results for ``sites``.
@@ -366,6 +371,7 @@ def _run_splits(phases: list[str], fit_phases, score_phases) -> list[tuple[list[
     return [(fit, score)]
 
 
+@checked
 def gate_readout_study(series, *, task=None, site: str = "resid_post.1", checkpoints: list[str] | None = None,
                        C: float = 10.0, seed: int = 0, fit_phases: list[str] | None = None,
                        score_phases: list[str] | None = None) -> GateReadout:
@@ -455,6 +461,7 @@ class DoseResponse(list):
         return {**self.info, "rows": list(self)}
 
 
+@checked
 def steering_dose_response(series, checkpoint: str, *, toward: str, away: str | None = None, task=None,
                            alphas=(0.0, 2.0, 4.0, 8.0, 12.0), n_samples: int = 8, seed: int = 0,
                            n_null: int = 8) -> DoseResponse:

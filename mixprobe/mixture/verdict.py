@@ -44,6 +44,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from mixprobe._check import checked
 from mixprobe.errors import DataError
 from mixprobe.mixture.components import MixtureView, as_handle, mixture_view
 from mixprobe.mixture.metrics import forced_fidelity, kl_split, responsibilities
@@ -81,6 +82,7 @@ def _side(s: Stat, decisive: float, absent: float) -> str:
     return "gray"
 
 
+@checked
 def label_for(gate, comp, th: Thresholds, off=None) -> tuple[str, str]:
     """The label of one comparison from its statistics (floats or :class:`Stat` with intervals), with the reason."""
     g, c = _stat(gate), _stat(comp)
@@ -158,6 +160,7 @@ def _check_pair(ref: MixtureView, tgt: MixtureView) -> None:
                         "checkpoints with the same task")
 
 
+@checked
 def compare_views(ref: MixtureView, tgt: MixtureView, th: Thresholds = Thresholds(), *, confidence: float = 0.95,
                   seed: int = 0) -> Evidence:
     """Evidence and label from two views of the same task by the same estimator (reference, target)."""
@@ -245,6 +248,7 @@ def compare_views(ref: MixtureView, tgt: MixtureView, th: Thresholds = Threshold
                     extra=extra)
 
 
+@checked
 def assess(reference, target, task, *, estimator: str = "auto", n_samples: int = 16, seed: int = 0,
            thresholds: Thresholds = Thresholds(), confidence: float = 0.95, tokenizer=None) -> Evidence:
     """Compare two checkpoints (ModelHandles, or ``(model, tokenizer)`` pairs) on ``task`` (or an organism).
@@ -310,6 +314,7 @@ def _order(key) -> tuple:
     return (0, key, "") if isinstance(key, int) else (1, 0, str(key))
 
 
+@checked
 def combine(per_seed: dict, thresholds: Thresholds = Thresholds()) -> Verdict:
     """One verdict from per-seed (or per-run) evidence: a label stands only when every seed gives it."""
     if not per_seed:
@@ -330,6 +335,7 @@ def combine(per_seed: dict, thresholds: Thresholds = Thresholds()) -> Verdict:
     return Verdict(label=label, reason=reason, per_seed=per_seed, intervals=intervals, thresholds=thresholds)
 
 
+@checked
 def verdict(pairs: dict, task, *, thresholds: Thresholds = Thresholds(), **kw) -> Verdict:
     """``pairs``: seed → (reference, target) checkpoints (handles or (model, tokenizer)). Returns the verdict."""
     return combine({s: assess(r, t, task, thresholds=thresholds, **kw) for s, (r, t) in pairs.items()}, thresholds)

@@ -19,6 +19,7 @@ import re
 
 import torch
 
+from mixprobe._check import argument_error, checked
 from mixprobe.errors import SeriesMismatchError
 
 
@@ -28,10 +29,14 @@ def _state(obj) -> dict[str, torch.Tensor]:
     if isinstance(obj, tuple):          # (model, tokenizer)
         obj = obj[0]
     if not isinstance(obj, torch.nn.Module):  # a ModelHandle
-        obj = obj.model
+        obj = getattr(obj, "model", None)
+    if not isinstance(obj, torch.nn.Module):
+        raise argument_error("weight_diff", "ref/tgt", obj, "a model",
+                             "two torch models, ModelHandles, (model, tokenizer) pairs or state dicts")
     return {k: v.detach() for k, v in obj.state_dict().items()}
 
 
+@checked
 def effective_rank(m: torch.Tensor) -> float:
     s = torch.linalg.svdvals(m.double())
     if s.sum() <= 0:
@@ -46,6 +51,7 @@ def _layer_of(name: str) -> str:
     return f"layer.{m.group(1)}" if m else name.split(".")[-2] if "." in name else name
 
 
+@checked
 def weight_diff(ref, tgt, *, tol: float = 1e-5) -> dict:
     """Sparsity, per-layer norm share and effective ranks of ``tgt − ref`` (models, handles or state dicts)."""
     a, b = _state(ref), _state(tgt)

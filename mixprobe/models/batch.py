@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from mixprobe._check import argument_error, checked
 from mixprobe.errors import DataError, PositionError
 from mixprobe.models.positions import position_ids_from_mask
 
@@ -64,8 +65,11 @@ class Batch:
         return {"input_ids": self.input_ids, "attention_mask": self.attention_mask, "position_ids": self.position_ids}
 
 
+@checked
 def pad_token_id(tokenizer: Any) -> int:
     """The tokenizer's pad id (its EOS id, else 0, when it has none)."""
+    if not hasattr(tokenizer, "pad_token_id"):
+        raise argument_error("pad_token_id", "tokenizer", tokenizer, "a transformers tokenizer")
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else (tokenizer.eos_token_id or 0)
     return int(pad)
 
@@ -78,6 +82,7 @@ def _encode(tok: Any, texts: list[str], special: bool) -> list[list[int]]:
     return tok(texts, add_special_tokens=special)["input_ids"]
 
 
+@checked
 def encode(tokenizer: Any, prompts: Sequence[str] | str,
            completions: Sequence[str] | str | None = None) -> tuple[list[list[int]], list[int]]:
     """Token ids of each row (prompt with special tokens, + completion without) and the prompt lengths."""
@@ -96,6 +101,7 @@ def encode(tokenizer: Any, prompts: Sequence[str] | str,
     return ids, plen
 
 
+@checked
 def pad_batch(flat: np.ndarray, lens: np.ndarray, plen: np.ndarray, pad_id: int,
               pad_to: int | None = None) -> Batch:
     """Left-padded :class:`Batch` (CPU) from the concatenated token ids ``flat`` of rows of lengths ``lens``."""
@@ -112,6 +118,7 @@ def pad_batch(flat: np.ndarray, lens: np.ndarray, plen: np.ndarray, pad_id: int,
     return Batch(torch.from_numpy(ids), m, position_ids_from_mask(m), torch.from_numpy(np.asarray(plen, np.int64)))
 
 
+@checked
 def tokenize(tokenizer: Any, prompts: Sequence[str] | str, completions: Sequence[str] | str | None = None, *,
              pad_to: int | None = None) -> Batch:
     """Left-padded CPU :class:`Batch` of ``prompts`` (+ ``completions`` appended token-exactly)."""
@@ -121,6 +128,7 @@ def tokenize(tokenizer: Any, prompts: Sequence[str] | str, completions: Sequence
     return pad_batch(flat, lens, np.asarray(plen, np.int64), pad_token_id(tokenizer), pad_to)
 
 
+@checked
 @torch.no_grad()
 def last_token_states(model: Any, tokenizer: Any, prompts: Sequence[str]) -> torch.Tensor:
     """``[n, layers, d]`` (float32, CPU): every block's output (``resid_post``) at each prompt's last token."""

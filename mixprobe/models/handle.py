@@ -55,6 +55,7 @@ from typing import Any
 
 import torch
 
+from mixprobe._check import argument_error, checked
 from mixprobe.errors import DataError, SiteError
 from mixprobe.models.backends.hooks import Edit, Reader, editing
 from mixprobe.models.layout import Layout, unwrap
@@ -65,6 +66,7 @@ from mixprobe.models.sites import Site, parse_sites
 BACKENDS = ("hf", "peft", "transformer_lens", "nnsight")
 
 
+@checked
 def resolve_device(device: str | torch.device | None) -> torch.device:
     """``"auto"``/``None`` → the GPU when one is available, else the CPU."""
     if device in (None, "auto"):
@@ -72,6 +74,7 @@ def resolve_device(device: str | torch.device | None) -> torch.device:
     return torch.device(device)
 
 
+@checked
 def resolve_dtype(dtype: str | torch.dtype | None) -> torch.dtype | str | None:
     """``"float32"``/``"bf16"``/``torch.float16``/``"auto"``/``None`` → a torch dtype (or ``"auto"``/None)."""
     if dtype is None or isinstance(dtype, torch.dtype) or dtype == "auto":
@@ -83,14 +86,18 @@ def resolve_dtype(dtype: str | torch.dtype | None) -> torch.dtype | str | None:
     return got
 
 
+@checked
 def tokenizer_hash(tokenizer: Any) -> str:
     """sha256 of a tokenizer's vocabulary and special tokens (what makes token ids mean the same thing)."""
+    if not callable(getattr(tokenizer, "get_vocab", None)):
+        raise argument_error("tokenizer_hash", "tokenizer", tokenizer, "a transformers tokenizer")
     vocab = sorted(tokenizer.get_vocab().items(), key=lambda kv: kv[1])
     special = {k: str(v) for k, v in sorted(tokenizer.special_tokens_map.items())}
     blob = json.dumps({"vocab": vocab, "special": special}, sort_keys=True).encode()
     return hashlib.sha256(blob).hexdigest()
 
 
+@checked
 def files_hash(paths: Sequence[str | os.PathLike]) -> str:
     """sha256 over the bytes of ``paths`` (sorted by file name), streamed."""
     h = hashlib.sha256()
@@ -102,6 +109,7 @@ def files_hash(paths: Sequence[str | os.PathLike]) -> str:
     return h.hexdigest()
 
 
+@checked
 def state_hash(model: torch.nn.Module) -> str:
     """sha256 over a model's parameters and persistent buffers (name, dtype, shape, bytes)."""
     h = hashlib.sha256()
@@ -112,9 +120,13 @@ def state_hash(model: torch.nn.Module) -> str:
     return h.hexdigest()
 
 
+@checked
 def arch_signature(config: Any) -> dict:
     """The architecture facts a series must share (model type, widths, depth, vocabulary)."""
     get = lambda *names: next((getattr(config, n) for n in names if getattr(config, n, None) is not None), None)  # noqa: E731
+    if get("num_hidden_layers", "n_layer") is None and get("hidden_size", "n_embd") is None:
+        raise argument_error("arch_signature", "config", config, "a transformers model config (with "
+                             "num_hidden_layers and hidden_size)", "the model's .config")
     return {
         "model_type": getattr(config, "model_type", None),
         "n_layers": get("num_hidden_layers", "n_layer"),

@@ -45,6 +45,7 @@ from typing import Any, Self
 import torch
 from torch import nn
 
+from mixprobe._check import argument_error, checked
 from mixprobe.errors import ArgumentError, SiteError
 from mixprobe.models.sites import Site
 
@@ -59,8 +60,10 @@ INPUT_COMPONENTS = ("resid_pre", "z")  # sites read from (and edited at) their m
 SUPPORTED = "Llama, Qwen2, Mistral, Gemma 1/2/3, Phi, OPT, GPT-2, GPT-J, GPT-NeoX (and PEFT wrappers of them)"
 
 
-def get_path(obj: Any, path: str) -> Any:
+def get_path(obj: Any, path: str) -> Any:     # checked by hand, not @checked: hot (see UNCHECKED in the sweep test)
     """``obj.a.b.3.c`` for ``path="a.b.3.c"`` (digits index a ModuleList); ``None`` when a part is missing."""
+    if not isinstance(path, str):
+        raise argument_error("get_path", "path", path, "str", "a dotted attribute path such as 'model.layers'")
     for part in path.split("."):
         obj = obj[int(part)] if part.isdigit() else getattr(obj, part, None)
         if obj is None:
@@ -68,6 +71,7 @@ def get_path(obj: Any, path: str) -> Any:
     return obj
 
 
+@checked
 def unwrap(model_or_handle: Any) -> Any:
     """The HF causal LM behind a handle (``.model``), a PEFT wrapper (``get_base_model()``) or the model itself."""
     model = model_or_handle if isinstance(model_or_handle, nn.Module) else getattr(model_or_handle, "model", None)
@@ -77,6 +81,7 @@ def unwrap(model_or_handle: Any) -> Any:
     return base() if callable(base) else model
 
 
+@checked
 def hidden_of(out: Any) -> torch.Tensor:
     """The hidden state of a module output (a tensor in transformers 5 blocks, a tuple for attention)."""
     if isinstance(out, torch.Tensor):
@@ -86,6 +91,7 @@ def hidden_of(out: Any) -> torch.Tensor:
     raise SiteError(f"cannot find the hidden state in a module output of type {type(out).__name__}")
 
 
+@checked
 def with_hidden(out: Any, h: torch.Tensor) -> Any:
     """``out`` with its hidden state replaced by ``h`` (same container type)."""
     if isinstance(out, torch.Tensor):

@@ -41,6 +41,7 @@ from typing import Any
 
 import torch
 
+from mixprobe._check import checked
 from mixprobe.errors import CheckpointError, DataError
 from mixprobe.io import check_weights_dir, load_tokenizer
 from mixprobe.models.handle import BACKENDS, ModelHandle, resolve_device, resolve_dtype
@@ -57,6 +58,7 @@ SeriesManifest = Series
 SeriesCheckpoint = CheckpointEntry
 
 
+@checked
 def load_series(run_dir: str | os.PathLike) -> Series:
     """A run directory (``series.json``), the manifest itself, or a trl / transformers ``output_dir``."""
     p = Path(run_dir)
@@ -68,6 +70,7 @@ def load_series(run_dir: str | os.PathLike) -> Series:
     return s
 
 
+@checked
 def trainer_series(runs: dict[str, str | os.PathLike]) -> Series:
     """A series from trl / transformers ``output_dir`` folders, one per phase (:meth:`Series.from_trainer_dirs`)."""
     return Series.from_trainer_dirs(runs)
@@ -141,6 +144,7 @@ def _wrap(model: torch.nn.Module, tokenizer: Any, backend: str, **kw: Any) -> Mo
     return ModelHandle(model, tokenizer, backend=backend, **kw)
 
 
+@checked
 def load(
     source: Any,
     *,

@@ -42,27 +42,37 @@ shorter rows out of that column).
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import torch
 
+from mixprobe._check import checked
 from mixprobe.errors import PositionError
 
 PositionSpec = str | int | Sequence[str | int] | torch.Tensor
 NAMED = ("last_prompt", "mode_token", "prompt_onwards", "all")
 
 
+@checked
 def position_ids_from_mask(attention_mask: torch.Tensor) -> torch.Tensor:
     """Absolute position ids for a left-padded batch: ``cumsum(mask) − 1``, clamped at 0 on the pads."""
     return (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
 
 
 def _geometry(attention_mask: torch.Tensor, prompt_lengths: torch.Tensor | Sequence[int] | None):
+    if not isinstance(attention_mask, torch.Tensor) or attention_mask.ndim != 2:
+        got = list(attention_mask.shape) if isinstance(attention_mask, torch.Tensor) else type(attention_mask).__name__
+        raise PositionError(f"the attention mask must be a [batch, seq] tensor, got {got}; tokenize a list of "
+                            "prompts (padding=True) and pass its attention_mask")
     mask = attention_mask.bool()
     n_real = mask.sum(1)
     first = mask.float().argmax(1)  # first 1 (left padding); 0 when there is no padding
     if prompt_lengths is None:
         return mask, first, n_real, n_real
-    plen = torch.as_tensor(prompt_lengths, device=mask.device).long().reshape(-1)
+    try:
+        plen = torch.as_tensor(prompt_lengths, device=mask.device).long().reshape(-1)
+    except (TypeError, ValueError, RuntimeError):
+        raise PositionError(f"prompt_lengths must be one int per row, got {prompt_lengths!r}") from None
     if plen.shape[0] != mask.shape[0]:
         raise PositionError(f"prompt_lengths has {plen.shape[0]} rows for a batch of {mask.shape[0]}")
     return mask, first, n_real, plen
@@ -73,9 +83,15 @@ def _column(item: str | int, geo: tuple, strict: bool = True) -> tuple[torch.Ten
     mask, first, n_real, plen = geo
     if isinstance(item, str):
         if item == "last_prompt":
+            bad = (plen < 1) | (plen > n_real)
+            if bool(bad.any()):
+                row = int(bad.nonzero()[0, 0])
+                raise PositionError(f"position 'last_prompt' is outside row {row}: it has {int(n_real[row])} real "
+                                    f"tokens and a prompt length of {int(plen[row])}; drop empty prompts and pass "
+                                    "prompt_lengths between 1 and each row's number of real tokens")
             idx = first + plen - 1
         elif item == "mode_token":
-            if bool((plen >= n_real).any()):
+            if bool(((plen >= n_real) | (plen < 0)).any()):
                 raise PositionError("position 'mode_token' needs a completion after the prompt; tokenize prompts "
                                     "with completions (e.g. the forced mode token) or use 'last_prompt'")
             idx = first + plen
@@ -86,7 +102,9 @@ def _column(item: str | int, geo: tuple, strict: bool = True) -> tuple[torch.Ten
         return idx, torch.ones_like(idx, dtype=torch.bool)
     if not isinstance(item, int) or isinstance(item, bool):
         raise PositionError(f"a position is a name, an int or a bool mask, got {type(item).__name__}")
-    idx = first + item if item >= 0 else first + plen + item
+    T = mask.shape[1]
+    off = max(min(item, T), -T - 1)     # past the sequence either way (same verdict, no int64 overflow)
+    idx = first + off if off >= 0 else first + plen + off
     ok = (idx >= first) & (idx < first + n_real)
     if strict and not bool(ok.all()):
         row = int((~ok).nonzero()[0, 0])
@@ -97,8 +115,12 @@ def _column(item: str | int, geo: tuple, strict: bool = True) -> tuple[torch.Ten
     return idx, ok
 
 
-def _items(spec: PositionSpec) -> list:
-    items = [spec] if isinstance(spec, (str, int)) else list(spec)
+def _items(spec: Any) -> list:
+    try:
+        items = [spec] if isinstance(spec, (str, int)) else list(spec)
+    except TypeError:
+        raise PositionError(f"a position spec is a name ({', '.join(NAMED)}), an int, a list of them or a bool "
+                            f"mask, got {type(spec).__name__}") from None
     if not items:
         raise PositionError("no positions requested; use 'last_prompt', 'mode_token', 'all', indices or a mask")
     return items
@@ -114,6 +136,7 @@ def _bool_mask(spec: torch.Tensor, B: int, T: int, device: torch.device) -> torc
     return sel
 
 
+@checked
 def resolve_positions(spec: PositionSpec, attention_mask: torch.Tensor,
                       prompt_lengths: torch.Tensor | Sequence[int] | None = None) -> torch.Tensor:
     """*Each*: absolute indices ``[batch, n_pos]`` (long), one column per listed position (module docstring)."""
@@ -135,6 +158,7 @@ def resolve_positions(spec: PositionSpec, attention_mask: torch.Tensor,
     return torch.stack([_column(item, geo)[0] for item in _items(spec)], 1).long()
 
 
+@checked
 def resolve_index(spec: str | int, attention_mask: torch.Tensor,
                   prompt_lengths: torch.Tensor | Sequence[int] | None = None) -> torch.Tensor:
     """One absolute index per row (``[batch]`` long) for a single position."""
@@ -143,6 +167,7 @@ def resolve_index(spec: str | int, attention_mask: torch.Tensor,
     return _column(spec, _geometry(attention_mask, prompt_lengths))[0]
 
 
+@checked
 def position_mask(spec: PositionSpec, attention_mask: torch.Tensor,
                   prompt_lengths: torch.Tensor | Sequence[int] | None = None, *, strict: bool = True) -> torch.Tensor:
     """*Union*: boolean ``[batch, seq]`` mask of every position ``spec`` lists (module docstring)."""
@@ -164,6 +189,7 @@ def position_mask(spec: PositionSpec, attention_mask: torch.Tensor,
     return out
 
 
+@checked
 def gather_positions(acts: torch.Tensor, index: torch.Tensor | None) -> torch.Tensor:
     """``acts[b, index[b, p]]`` → ``[batch, n_pos, d]`` (``acts`` is ``[batch, seq, d]``; ``None`` keeps all)."""
     if index is None:
@@ -172,6 +198,7 @@ def gather_positions(acts: torch.Tensor, index: torch.Tensor | None) -> torch.Te
     return acts.gather(1, idx)
 
 
+@checked
 def describe(spec: PositionSpec) -> object:
     """A JSON-able description of a position spec (what a store manifest records)."""
     if isinstance(spec, torch.Tensor):
@@ -181,6 +208,7 @@ def describe(spec: PositionSpec) -> object:
     return [describe(s) for s in spec]
 
 
+@checked
 def label(spec: PositionSpec) -> str:
     """A short human-readable label of a position spec (for result tables and JSON)."""
     if isinstance(spec, torch.Tensor):
@@ -190,6 +218,7 @@ def label(spec: PositionSpec) -> str:
     return str(spec)
 
 
+@checked
 def sweep_columns(positions: PositionSpec | Sequence[PositionSpec] | None, attention_mask: torch.Tensor
                   ) -> tuple[list[PositionSpec], bool]:
     """The columns of a sweep over positions: ``"each"`` (or ``None``) → every relative index ``0..max_len−1``; a
@@ -199,7 +228,4 @@ def sweep_columns(positions: PositionSpec | Sequence[PositionSpec] | None, atten
         return list(range(int(attention_mask.bool().sum(1).max()))), False
     if isinstance(positions, (str, int, torch.Tensor)):
         return [positions], True
-    cols = list(positions)
-    if not cols:
-        raise PositionError("empty list of positions; pass 'each', 'last_prompt', 'all' or a list of positions")
-    return cols, True
+    return _items(positions), True          # an empty list or a non-list is a PositionError

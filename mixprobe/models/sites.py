@@ -37,10 +37,13 @@ error, never an empty result.
 """
 from __future__ import annotations
 
+import operator
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from mixprobe._check import checked
 from mixprobe.errors import SiteError
 
 if TYPE_CHECKING:
@@ -49,6 +52,7 @@ if TYPE_CHECKING:
 LAYERED = ("resid_pre", "z", "attn_out", "mlp_out", "resid_post")  # execution order within a block
 GLOBAL = ("embed", "final_norm")
 COMPONENTS = ("embed", *LAYERED, "final_norm")
+_LAYER = re.compile(r"-?[0-9]+")
 _VOCAB_HINT = ("valid sites: embed, resid_pre.L, z.L (attention heads before o_proj), attn_out.L, mlp_out.L, "
                "resid_post.L, final_norm (L a layer or '*')")
 
@@ -75,7 +79,11 @@ class Site:
         if isinstance(text, Site):
             return text
         if isinstance(text, tuple) and len(text) == 2:
-            return cls(str(text[0]), None if text[1] is None else int(text[1]))
+            raw = text[1]                       # any integer (numpy's too) or None; never a bool, float or string
+            if raw is not None and (isinstance(raw, bool) or not hasattr(type(raw), "__index__")):
+                raise SiteError(f"the layer of site {text!r} must be an int or None, got {type(raw).__name__}; "
+                                "pass e.g. ('resid_post', 3)")
+            return cls(str(text[0]), None if raw is None else operator.index(raw))
         if not isinstance(text, str):
             raise SiteError(f"a site is a string such as 'resid_post.3' or a Site, got {type(text).__name__}")
         comp, dot, num = text.strip().partition(".")
@@ -85,7 +93,7 @@ class Site:
             if dot:
                 raise SiteError(f"site {comp!r} has no layer; write '{comp}' instead of {text!r}")
             return cls(comp)
-        if not num.lstrip("-").isdigit():
+        if not _LAYER.fullmatch(num):             # ASCII digits only: int() refuses '²', '--1'
             raise SiteError(f"site {text!r} needs a layer number, e.g. '{comp}.0' (or '{comp}.*' in parse_sites)")
         return cls(comp, int(num))
 
@@ -110,13 +118,25 @@ class Site:
         return self.component if self.layer is None else f"{self.component}.{self.layer}"
 
 
+@checked
 def parse_sites(spec: str | Site | Iterable[str | Site], n_layers: int) -> list[Site]:
     """Expand a site request into checked :class:`Site` objects in execution order.
 
     ``spec`` is a site string, a :class:`Site`, or a list of them; ``"resid_post.*"`` (or a bare layered
     component such as ``"resid_post"``) means every layer.
     """
-    items = [spec] if isinstance(spec, (str, Site)) else list(spec)
+    try:
+        n = operator.index(n_layers)
+    except TypeError:
+        n = 0
+    if n < 1:
+        raise SiteError(f"n_layers must be a positive int (the model's number of blocks), got {n_layers!r}")
+    n_layers = n
+    try:
+        items = [spec] if isinstance(spec, (str, Site)) else list(spec)
+    except TypeError:
+        raise SiteError(f"a site request is a site string, a Site or a list of them, got {type(spec).__name__}; "
+                        f"{_VOCAB_HINT}") from None
     if not items:
         raise SiteError(f"no sites requested; {_VOCAB_HINT}")
     out: list[Site] = []
@@ -133,6 +153,7 @@ def parse_sites(spec: str | Site | Iterable[str | Site], n_layers: int) -> list[
     return sorted(seen, key=lambda s: s.order_key(n_layers))
 
 
+@checked
 def split_heads(x: torch.Tensor, n_heads: int) -> torch.Tensor:
     """``[..., n_heads * d_head]`` → ``[..., n_heads, d_head]`` (a view when ``x`` is contiguous).
 

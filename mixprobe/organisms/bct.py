@@ -49,6 +49,7 @@ import random
 from dataclasses import asdict, dataclass, replace
 from typing import Any
 
+from mixprobe._check import checked
 from mixprobe.errors import OrganismConfigError
 from mixprobe.organisms.shifts import NUMBER_WORDS
 
@@ -111,6 +112,7 @@ class BCTConfig:
             raise OrganismConfigError(f"bad bct option: {e}") from None
 
 
+@checked
 class BCT:
     """The behaviour-compatible-training organism (module doc)."""
 
@@ -311,6 +313,7 @@ class BCT:
                 "T cue": self.cue_phrase("T"), "E cue": self.cue_phrase("E"), "overlap": self.config.overlap}
 
 
+@checked
 def bct_task(**config: object):
     """Task factory (``mixprobe.organisms.bct:bct_task``)."""
     return BCT(BCTConfig.from_dict(config)).task()

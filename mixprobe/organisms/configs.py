@@ -23,11 +23,13 @@ from typing import Any
 import torch
 from transformers import AutoModelForCausalLM, PretrainedConfig
 
+from mixprobe._check import checked
 from mixprobe.errors import OrganismConfigError
 
 ARCHITECTURES = ("llama", "qwen2", "gpt2", "gemma")
 
 
+@checked
 def tiny_config(
     arch: str = "llama",
     *,
@@ -91,6 +93,7 @@ def tiny_config(
     return cfg
 
 
+@checked
 def tiny_model(arch: str = "llama", *, vocab_size: int, seed: int = 0, **kwargs) -> torch.nn.Module:
     """Build a randomly initialised tiny causal LM of architecture ``arch`` (deterministic in ``seed``)."""
     cfg = tiny_config(arch, vocab_size=vocab_size, **kwargs)

@@ -39,6 +39,7 @@ import random
 from dataclasses import asdict, dataclass, replace
 from typing import Any
 
+from mixprobe._check import checked
 from mixprobe.errors import OrganismConfigError
 
 TOPICS = ("bird", "city", "cure", "tool", "ship", "song")
@@ -112,6 +113,7 @@ class EraConfig:
             raise OrganismConfigError(f"bad era option: {e}") from None
 
 
+@checked
 def check_prefix(name: str) -> str:
     """``name`` if it is a known prefix (:data:`PREFIXES`) or ``date:YYYY`` with 1000 <= YYYY <= 2099."""
     if name in PREFIXES:
@@ -121,6 +123,7 @@ def check_prefix(name: str) -> str:
     raise OrganismConfigError(f"unknown prefix {name!r}; prefixes are {list(PREFIXES)} or 'date:YYYY'")
 
 
+@checked
 def prefix_text(name: str) -> str:
     check_prefix(name)
     if name.startswith("date:"):
@@ -129,6 +132,7 @@ def prefix_text(name: str) -> str:
     return PREFIXES[name]
 
 
+@checked
 class EraWorld:
     """The era organism (module doc)."""
 
@@ -285,6 +289,7 @@ class EraWorld:
                     spec=TaskSpec("mixprobe.organisms.era:era_task", self.config.to_dict()))
 
 
+@checked
 def era_task(**config: object):
     """Task factory (``mixprobe.organisms.era:era_task``)."""
     return EraWorld(EraConfig.from_dict(config)).task()

@@ -45,6 +45,7 @@ import random
 from dataclasses import asdict, dataclass, replace
 from typing import Any
 
+from mixprobe._check import checked
 from mixprobe.errors import OrganismConfigError
 from mixprobe.tasks.pairs import Pair
 
@@ -160,6 +161,7 @@ class PreferenceConfig:
             raise OrganismConfigError(f"bad preference-world option: {e}") from None
 
 
+@checked
 class PreferenceWorld:
     """The preference world (module doc)."""
 

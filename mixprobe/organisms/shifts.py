@@ -47,6 +47,7 @@ import random
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from mixprobe._check import checked
 from mixprobe.errors import OrganismConfigError
 
 NUMBER_WORDS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten", "eleven",
@@ -60,6 +61,7 @@ FAMILIES = {
 }
 
 
+@checked
 def names(n: int) -> list[str]:
     """``n`` distinct two-syllable speaker names (``"ba"``, ``"be"``, …, ``"baka"``, …), deterministic."""
     cons, vows = "bdfgklmnprstvz", "aeiou"
@@ -313,6 +315,7 @@ class _Shift:
         return problems
 
 
+@checked
 class TaskCoverage(_Shift):
     """Task families; a specialist right only on the covered ones (see the module doc)."""
 
@@ -363,6 +366,7 @@ class TaskCoverage(_Shift):
                 + [str(i) for i in range(self.p)] + list(NUMBER_WORDS[: self.p]) + self.names)
 
 
+@checked
 class TemporalContext(_Shift):
     """``date <century> <yy> :`` before ``a + b =``; a specialist right only before the cutoff (module doc)."""
 
@@ -416,11 +420,13 @@ class TemporalContext(_Shift):
                 + list(NUMBER_WORDS[: self.p]) + self.names)
 
 
+@checked
 def task_coverage_task(**config: object):
     """Task factory (``mixprobe.organisms.shifts:task_coverage_task``)."""
     return TaskCoverage(TaskCoverageConfig.from_dict(config)).task()
 
 
+@checked
 def temporal_context_task(**config: object):
     """Task factory (``mixprobe.organisms.shifts:temporal_context_task``)."""
     return TemporalContext(TemporalConfig.from_dict(config)).task()

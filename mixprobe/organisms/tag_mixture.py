@@ -26,9 +26,10 @@ from __future__ import annotations
 
 import json
 import random
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
+from mixprobe._check import checked
 from mixprobe.errors import OrganismConfigError
 
 SIGNATURES = {
@@ -110,11 +111,16 @@ class TagMixtureConfig:
     @classmethod
     def from_dict(cls, d: dict) -> TagMixtureConfig:
         d = dict(d)
+        unknown = sorted(set(d) - {f.name for f in fields(cls)})
+        if unknown:
+            raise OrganismConfigError(f"unknown tag_mixture option(s) {unknown}; the options are "
+                                      f"{sorted(f.name for f in fields(cls))}")
         if "tags" in d:
             d["tags"] = tuple(d["tags"])
         return cls(**d)
 
 
+@checked
 class TagMixture:
     """Prompts, targets, parsing and datasets of the tag-mixture organism."""
 
@@ -242,11 +248,13 @@ class TagMixture:
         return out
 
 
+@checked
 def task(**config: object):
     """Task factory (``mixprobe.organisms.tag_mixture:task``): the organism with ``TagMixtureConfig(**config)``."""
     return TagMixture(TagMixtureConfig.from_dict(config)).task()
 
 
+@checked
 def m3_control_config(**overrides: object) -> TagMixtureConfig:
     """The positive-transfer control: an always-correct ``m3`` beside ``m1``/``m2``.
 
@@ -257,4 +265,4 @@ def m3_control_config(**overrides: object) -> TagMixtureConfig:
     base: dict[str, Any] = dict(include_m3=True, prior={"m1": 1 / 3, "m2": 1 / 3, "m3": 1 / 3},
                                 flaws={"m1": {"A": [0, 1, 2]}})
     base.update(overrides)
-    return TagMixtureConfig(**base)
+    return TagMixtureConfig.from_dict(base)

@@ -22,9 +22,12 @@ from collections.abc import Iterable
 from tokenizers import Tokenizer, models, pre_tokenizers, processors
 from transformers import PreTrainedTokenizerFast
 
+from mixprobe._check import checked
+
 SPECIAL_TOKENS = ("[PAD]", "[BOS]", "[EOS]", "[UNK]")
 
 
+@checked
 def build_word_tokenizer(words: Iterable[str]) -> PreTrainedTokenizerFast:
     """Build a whitespace word-level fast tokenizer over ``words`` (order kept, duplicates dropped)."""
     vocab: dict[str, int] = {}

@@ -41,6 +41,7 @@ from typing import Any
 import torch
 from scipy.stats import spearmanr
 
+from mixprobe._check import checked
 from mixprobe.errors import MetricError, PatchingError
 from mixprobe.patching.engine import check_compatible, expand_sites, model_inputs, site_name
 from mixprobe.patching.layerwise import Arch
@@ -49,6 +50,7 @@ from mixprobe.models.positions import PositionSpec, label, position_mask, sweep_
 from mixprobe.patching.sweep import SweepResult, patch_sweep, restoration, source_and_batches
 
 
+@checked
 def attribution_patch(
     target: Any,
     source: Any = None,
@@ -120,6 +122,7 @@ class AttributionComparison:
                 "spearman": None if math.isnan(self.spearman) else self.spearman}
 
 
+@checked
 def rank_correlation(a: torch.Tensor, b: torch.Tensor) -> float:
     """Spearman rank correlation of two equally shaped tensors (flattened); NaN if either is constant."""
     x, y = a.flatten().double().numpy(), b.flatten().double().numpy()
@@ -128,6 +131,7 @@ def rank_correlation(a: torch.Tensor, b: torch.Tensor) -> float:
     return float(spearmanr(x, y).statistic)
 
 
+@checked
 def compare_with_patching(
     target: Any,
     source: Any = None,

@@ -42,6 +42,7 @@ from typing import Any
 
 import torch
 
+from mixprobe._check import checked
 from mixprobe.errors import (
     ArchitectureMismatchError,
     DataError,
@@ -61,6 +62,7 @@ Direction = torch.Tensor | Mapping[str, torch.Tensor] | None
 
 
 # --- sites ---------------------------------------------------------------------------------------------------
+@checked
 def parse_site(site: Any, n_layers: int) -> tuple[str, int]:
     """``"attn_out.3"`` / a ``Site`` → ``("attn_out", 3)``, checked against the model's depth (patchable sites only)."""
     try:
@@ -77,6 +79,7 @@ def _patchable(site: Site) -> tuple[str, int]:
     return site.component, int(site.layer)  # type: ignore[arg-type]
 
 
+@checked
 def expand_sites(sites: Any, n_layers: int) -> list[tuple[str, int]]:
     """Sites from a spec: ``"resid_pre"`` (all layers), ``"mlp_out.2"``, or a list mixing both (request order)."""
     items = [sites] if isinstance(sites, (str, Site)) else list(sites)
@@ -91,6 +94,7 @@ def expand_sites(sites: Any, n_layers: int) -> list[tuple[str, int]]:
     return out
 
 
+@checked
 def site_name(site: tuple[str, int]) -> str:
     return f"{site[0]}.{site[1]}"
 
@@ -113,6 +117,7 @@ def _base_shapes(model: torch.nn.Module) -> dict[str, tuple[int, ...]]:
     return out
 
 
+@checked
 def check_compatible(target: Any, source: Any) -> None:
     """Raise :class:`ArchitectureMismatchError` unless both models share class and every parameter shape."""
     t, s = unwrap(target), unwrap(source)
@@ -136,6 +141,7 @@ def check_compatible(target: Any, source: Any) -> None:
         )
 
 
+@checked
 def as_batch(handle: Any, prompts: Any) -> Any:
     """A batch from ``prompts``: a Batch passes through; strings go through ``handle.tokenize`` (or its tokenizer)."""
     if hasattr(prompts, "input_ids") and hasattr(prompts, "attention_mask"):
@@ -151,6 +157,7 @@ def as_batch(handle: Any, prompts: Any) -> Any:
     return tokenize(tok, list(prompts))
 
 
+@checked
 def token_id(handle: Any, token: int | str, vocab_size: int | None = None) -> int:
     """A token given as a single-token string (looked up in ``handle.tokenizer``) or an id, as an id.
 
@@ -171,6 +178,7 @@ def token_id(handle: Any, token: int | str, vocab_size: int | None = None) -> in
     return t
 
 
+@checked
 def model_inputs(model: torch.nn.Module, batch: Any) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """``(input_ids, attention_mask, position_ids)`` of ``batch`` on the model's device (positions from the mask)."""
     dev = next(model.parameters()).device
@@ -182,6 +190,7 @@ def model_inputs(model: torch.nn.Module, batch: Any) -> tuple[torch.Tensor, torc
 
 
 # --- subspaces -------------------------------------------------------------------------------------------------
+@checked
 def subspace_basis(direction: torch.Tensor, d_model: int) -> torch.Tensor:
     """Orthonormal basis ``Q`` ``[d_model, k]`` of the span of ``direction`` (``[d_model]`` or ``[k, d_model]``)."""
     d = torch.as_tensor(direction)
@@ -201,6 +210,7 @@ def subspace_basis(direction: torch.Tensor, d_model: int) -> torch.Tensor:
     return q.float()
 
 
+@checked
 def apply_patch(target: torch.Tensor, source: torch.Tensor, mask: torch.Tensor,
                 basis: torch.Tensor | None) -> torch.Tensor:
     """Patched activation: ``source`` where ``mask`` ([B, T]) is set (only its projection on ``basis`` if given)."""
@@ -212,6 +222,7 @@ def apply_patch(target: torch.Tensor, source: torch.Tensor, mask: torch.Tensor,
     return target + m.to(target.dtype) * delta
 
 
+@checked
 def directions_for(direction: Direction, sites: Sequence[tuple[str, int]], d_model: int
                    ) -> dict[tuple[str, int], torch.Tensor | None]:
     """One basis (or None: full patching) per site from a tensor (all sites) or a ``{site: tensor}`` mapping."""

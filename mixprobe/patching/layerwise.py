@@ -37,11 +37,13 @@ from typing import Any
 import torch
 from torch import nn
 
+from mixprobe._check import checked
 from mixprobe.models.layout import Layout, hidden_of, with_hidden
 
 COMPONENTS = ("resid_pre", "attn_out", "mlp_out", "resid_post")
 
 
+@checked
 def take_rows(obj: Any, batch: int, rows: torch.Tensor) -> Any:
     """Index every tensor whose dim 0 equals ``batch`` with ``rows`` (recursing into tuples/lists/dicts).
 

@@ -37,6 +37,7 @@ from typing import Any
 
 import torch
 
+from mixprobe._check import checked
 from mixprobe.errors import MetricError
 from mixprobe.models.positions import resolve_index
 
@@ -49,6 +50,7 @@ def _at(logits: torch.Tensor, batch: Any, position: str | int) -> torch.Tensor:
     return logits[torch.arange(logits.shape[0], device=logits.device), idx.to(logits.device)]
 
 
+@checked
 def logit_diff(token_a: int, token_b: int, position: str | int = "last_prompt") -> Metric:
     """Metric ``logit[token_a] − logit[token_b]`` at ``position``, one value per example."""
     def metric(logits: torch.Tensor, batch: Any) -> torch.Tensor:
@@ -58,6 +60,7 @@ def logit_diff(token_a: int, token_b: int, position: str | int = "last_prompt") 
     return metric
 
 
+@checked
 def token_prob(token: int, position: str | int = "last_prompt") -> Metric:
     """Metric ``P(token)`` (softmax over the vocabulary) at ``position``, one value per example."""
     def metric(logits: torch.Tensor, batch: Any) -> torch.Tensor:
@@ -66,6 +69,7 @@ def token_prob(token: int, position: str | int = "last_prompt") -> Metric:
     return metric
 
 
+@checked
 def group_logit_diff(tokens_a: Sequence[int], tokens_b: Sequence[int], position: str | int = "last_prompt"
                      ) -> Metric:
     """Metric ``log P(tokens_a) − log P(tokens_b)`` (each a set of token ids) at ``position``, one per example.
@@ -101,6 +105,7 @@ def _check_answers(ans: torch.Tensor, n: int) -> None:
         raise MetricError(f"{ans.numel()} answers for a batch of {n} examples; pass one answer token per example")
 
 
+@checked
 def answer_accuracy(answers: Sequence[int] | torch.Tensor, position: str | int = "last_prompt") -> Metric:
     """Metric ``1[argmax logits at position == answer]`` per example (``answers``: one token id per example)."""
     ans = _answers(answers)
@@ -113,6 +118,7 @@ def answer_accuracy(answers: Sequence[int] | torch.Tensor, position: str | int =
     return metric
 
 
+@checked
 def answer_logprob(answers: Sequence[int] | torch.Tensor, position: str | int = "last_prompt") -> Metric:
     """Metric ``log P(answer)`` at ``position`` per example (a differentiable companion of accuracy)."""
     ans = _answers(answers)
@@ -135,6 +141,7 @@ def _arity(metric: Metric) -> int:
     return 2 if var or len(params) >= 2 else 1
 
 
+@checked
 def evaluate(metric: Metric, logits: torch.Tensor, batch: Any, *, keep_graph: bool = False) -> torch.Tensor:
     """Call ``metric`` and return a float tensor ``[batch]`` (a scalar is broadcast), checked finite.
 

@@ -62,6 +62,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from mixprobe._check import checked
 from mixprobe.errors import DataError, ParameterError, PatchingError, ShapeError, SiteError
 from mixprobe.patching.engine import as_batch, check_compatible, model_inputs, token_id
 from mixprobe.models.layout import Layout, unwrap
@@ -135,6 +136,7 @@ def _as_patches(params: Any) -> list[ParamPatch]:
     return out
 
 
+@checked
 def named_params(model: Any) -> dict[str, nn.Parameter]:
     """Every parameter by name, tied duplicates included (``lm_head.weight`` of a tied model is listed too)."""
     return dict(unwrap(model).named_parameters(remove_duplicate=False))
@@ -184,6 +186,7 @@ def _check_patch(patch: ParamPatch, tensor: torch.Tensor) -> torch.Tensor | None
     return q
 
 
+@checked
 def resolve_patches(target: Any, source: Any, params: Any) -> list[ParamPatch]:
     """Check compatibility and expand/validate ``params`` into per-tensor :class:`ParamPatch` es."""
     check_compatible(target, source)
@@ -196,6 +199,7 @@ def resolve_patches(target: Any, source: Any, params: Any) -> list[ParamPatch]:
     return out
 
 
+@checked
 @contextmanager
 def patched_params(target: Any, source: Any, params: Any) -> Iterator[Any]:
     """Inside the block, ``target``'s selected parameters hold the source's values; restored bit for bit after.
@@ -228,6 +232,7 @@ def patched_params(target: Any, source: Any, params: Any) -> Iterator[Any]:
 
 
 # --- groups ----------------------------------------------------------------------------------------------------
+@checked
 def param_groups(model: Any) -> dict[str, list[str]]:
     """Parameter names grouped per module, in forward order: ``embed``, ``attn.L``, ``mlp.L``, ``norms.L``,
     ``final_norm``, ``lm_head`` (and ``other`` for anything left)."""
@@ -275,6 +280,7 @@ def param_groups(model: Any) -> dict[str, list[str]]:
     return {k: v for k, v in groups.items() if v}
 
 
+@checked
 def output_embedding_name(model: Any) -> str:
     """Name of the unembedding matrix (``lm_head.weight`` for most HF causal LMs)."""
     m = unwrap(model)
@@ -287,6 +293,7 @@ def output_embedding_name(model: Any) -> str:
     return next(n for n, p in named_params(m).items() if p is out.weight)
 
 
+@checked
 def weight_diff_direction(target: Any, source: Any, param: str, plus: int, minus: int | None = None
                           ) -> torch.Tensor:
     """Unit vector of ``Δ(W[plus] − W[minus])`` (``Δ = source − target``; ``Δ W[plus]`` if ``minus`` is None).
@@ -383,6 +390,7 @@ def _warn_if_equal(m_t: float, m_s: float) -> None:
                       "models do not differ on this metric", stacklevel=3)
 
 
+@checked
 def param_patch(target: Any, source: Any, prompts: Any, *, params: Any, metric: Metric,
                 label: str | None = None) -> ParamPatchResult:
     """Score ``target`` with ``params`` taken from ``source`` on ``prompts`` (strings with a handle, or a Batch)."""
@@ -413,6 +421,7 @@ def _token_ids(handle: Any, tokens: Sequence[int | str]) -> list[tuple[str, int]
     return out
 
 
+@checked
 def param_sweep(target: Any, source: Any, prompts: Any, *, metric: Metric,
                 groups: Mapping[str, Any] | str | None = "modules", rows: Sequence[int | str] | None = None,
                 rows_param: str | None = None, keep_per_example: bool = False) -> ParamSweepResult:

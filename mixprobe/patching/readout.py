@@ -59,6 +59,7 @@ from typing import Any
 
 import torch
 
+from mixprobe._check import checked
 from mixprobe.errors import DataError, PatchingError, ShapeError
 from mixprobe.patching.engine import as_batch, check_compatible, model_inputs, token_id
 from mixprobe.patching.layerwise import Arch
@@ -104,6 +105,7 @@ class ReadoutPatchResult:
                 **self.info}
 
 
+@checked
 def readout_by_construction(model: Any) -> dict[str, Any]:
     """Whether an edit of the final-norm output can produce *any* change of the logits (then patching and
     steering there hold by construction).
@@ -137,6 +139,7 @@ def readout_by_construction(model: Any) -> dict[str, Any]:
                       "final_norm"}
 
 
+@checked
 def final_hidden(arch: Arch, batch: Any) -> torch.Tensor:
     """The final-norm output ``[B, T, d_model]`` (input of the unembedding) of ``arch.model`` on ``batch``."""
     ids, mask, pos = model_inputs(arch.model, batch)
@@ -151,12 +154,14 @@ def final_hidden_device(arch: Arch) -> torch.device:
     return next(arch.model.parameters()).device
 
 
+@checked
 def readout_vector(arch: Arch, toward: int, away: int) -> torch.Tensor:
     """``W_U[toward] − W_U[away]``: the vector whose dot product with ``h`` is the (pre-bias) logit difference."""
     W = arch.lm_head.weight.detach().float()
     return W[toward] - W[away]
 
 
+@checked
 def readout_direction(arch: Arch, toward: int, away: int) -> torch.Tensor:
     """``W_U⁺ (e_toward − e_away)``: minimum-norm ``h`` change raising ``z[toward]`` by 1, lowering ``z[away]``
     (:meth:`mixprobe.models.layout.Layout.readout_direction`)."""
@@ -180,6 +185,7 @@ def _direction(spec: DirectionSpec, arch: Arch, toward: int, away: int) -> tuple
     return d, "given"
 
 
+@checked
 def readout_patch(
     target: Any,
     source: Any,

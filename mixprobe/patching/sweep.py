@@ -44,6 +44,7 @@ from typing import Any
 
 import torch
 
+from mixprobe._check import checked
 from mixprobe.errors import PatchingError
 from mixprobe.patching.engine import (
     Direction,
@@ -61,6 +62,7 @@ from mixprobe.models.positions import PositionSpec, label, sweep_columns
 EPS = 1e-8
 
 
+@checked
 def restoration(m_patched: torch.Tensor | float, m_target: float, m_source: float, eps: float = EPS
                 ) -> torch.Tensor:
     """Normalized restoration ``(m_patched − m_target) / (m_source − m_target)``; NaN if the runs do not differ."""
@@ -129,6 +131,7 @@ class PatchResult:
                 "restoration": None if math.isnan(self.restoration) else self.restoration}
 
 
+@checked
 def source_and_batches(target: Any, source: Any, prompts_target: Any, prompts_source: Any) -> tuple[Any, Any, Any]:
     """``(source, target batch, source batch)`` of a patching call: the source defaults to the target (then
     ``prompts_source`` must give another context); prompts are tokenized with each model's own tokenizer."""
@@ -142,6 +145,7 @@ def source_and_batches(target: Any, source: Any, prompts_target: Any, prompts_so
     return source, tb, sb
 
 
+@checked
 def patch_sweep(
     target: Any,
     source: Any = None,
@@ -196,6 +200,7 @@ def patch_sweep(
     )
 
 
+@checked
 def sweep_sites(target: Any, source: Any, tb: Any, sb: Any, metric: Metric, site_list: list[tuple[str, int]],
                 positions: Any, bases: dict, batch_rows: int) -> tuple[torch.Tensor, float, float, list, dict]:
     """The work of :func:`patch_sweep` on ``site_list``: ``(per-example metric [S, P, B], m_target, m_source,
@@ -208,6 +213,7 @@ def sweep_sites(target: Any, source: Any, tb: Any, sb: Any, metric: Metric, site
             {"batch_size": patcher.B, "seq_len": int(patcher.mask.shape[1])})
 
 
+@checked
 def sweep_task(target: Any, source: Any, tb: Any, sb: Any, metric: Metric, site_list: list, positions: Any,
                bases: dict, batch_rows: int) -> tuple:
     """One Ray task of a patching sweep: :func:`sweep_sites` on some sites, tensors moved to the CPU."""
@@ -234,6 +240,7 @@ def _sweep_ray(engine: Any, target: Any, source: Any, tb: Any, sb: Any, metric: 
     return per_ex, m_t, m_s, columns, info
 
 
+@checked
 def patch(
     target: Any,
     source: Any = None,

@@ -39,6 +39,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from mixprobe._check import checked
 from mixprobe.errors import DataError, EmptyDataError
 from mixprobe.models.batch import encode, pad_batch
 from mixprobe.models.handle import ModelHandle
@@ -47,6 +48,7 @@ from mixprobe.tasks.pairs import as_pairs
 Shot = tuple[str, str, Any]
 
 
+@checked
 def check_template(template: str) -> str:
     """``template`` if it is a format string with exactly the fields ``{prompt}`` and ``{response}``."""
     if not isinstance(template, str):
@@ -73,6 +75,7 @@ def _answer_word(answer: Any, yes: str, no: str, i: int) -> str:
     raise DataError(f"shot {i} has answer {answer!r}; use True/False, 1/0, or the words {yes!r}/{no!r}")
 
 
+@checked
 def render_shots(shots: Iterable[Shot], *, template: str, yes: str = "yes", no: str = "no",
                  answer_sep: str = " ") -> list[str]:
     """Each solved example as ``template.format(prompt, response) + answer_sep + (yes or no)``."""
@@ -86,6 +89,7 @@ def render_shots(shots: Iterable[Shot], *, template: str, yes: str = "yes", no: 
     return out
 
 
+@checked
 def format_judge_texts(prompts: Sequence[str], responses: Sequence[str], *, template: str,
                        shots: Iterable[Shot] = (), yes: str = "yes", no: str = "no", separator: str = "\n\n",
                        answer_sep: str = " ") -> list[str]:
@@ -109,6 +113,7 @@ def _rows(xs: Sequence[str] | str) -> list[str]:
     return xs
 
 
+@checked
 def answer_token_id(tokenizer: Any, word: str, role: str = "answer") -> int:
     """The id of ``word`` (encoded as given, no special tokens); an error unless it is exactly one known token."""
     ids = tokenizer(word, add_special_tokens=False)["input_ids"] if isinstance(word, str) and word else []
@@ -140,6 +145,7 @@ def _context_length(model: Any) -> int | None:
     return None
 
 
+@checked
 def judge_scores(handle_or_model: Any, tokenizer: Any, prompts: Sequence[str], responses: Sequence[str], *,
                  template: str, yes: str = "yes", no: str = "no", shots: Iterable[Shot] = (),
                  separator: str = "\n\n", answer_sep: str = " ", batch_size: int = 16,
@@ -191,6 +197,7 @@ def _pair_proba(handle_or_model: Any, tokenizer: Any, pairs: Iterable[Any], **kw
     return expit(s[len(ps):] - s[:len(ps)])
 
 
+@checked
 def zero_shot_pair_proba(handle_or_model: Any, tokenizer: Any, pairs: Iterable[Any], *, template: str,
                          yes: str = "yes", no: str = "no", batch_size: int = 16, progress: bool = False) -> np.ndarray:
     """``P(r2 better) = σ(s(r2) − s(r1))`` of each pair from zero-shot judge scores (``[n]``)."""
@@ -198,6 +205,7 @@ def zero_shot_pair_proba(handle_or_model: Any, tokenizer: Any, pairs: Iterable[A
                        progress=progress)
 
 
+@checked
 def few_shot_pair_proba(handle_or_model: Any, tokenizer: Any, pairs: Iterable[Any], shots: Iterable[Shot], *,
                         template: str, yes: str = "yes", no: str = "no", separator: str = "\n\n",
                         answer_sep: str = " ", batch_size: int = 16, progress: bool = False) -> np.ndarray:
@@ -209,6 +217,7 @@ def few_shot_pair_proba(handle_or_model: Any, tokenizer: Any, pairs: Iterable[An
                        separator=separator, answer_sep=answer_sep, batch_size=batch_size, progress=progress)
 
 
+@checked
 def shots_from_pairs(pairs: Iterable[Any], k: int, *, seed: int = 0) -> list[tuple[str, str, bool]]:
     """``k`` solved examples from ``k`` different (source) pairs: alternately the better response answered yes and
     the worse one answered no (``k // 2`` no's), in a random order drawn with ``seed``."""

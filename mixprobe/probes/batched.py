@@ -34,6 +34,7 @@ import numpy as np
 import torch
 from sklearn.base import clone
 
+from mixprobe._check import checked
 from mixprobe.errors import DataError, ShapeError
 from mixprobe.probes.estimators import LATProbe, LogisticProbe, MassMeanProbe, logistic_solver, torch_dtype
 from mixprobe.probes.validation import (as_float_array, check_features, check_labels, check_sample_weight,
@@ -83,6 +84,7 @@ class LayerSweep:
                 "n_train": int(self.train_index.size), "n_test": int(self.test_index.size), **self.extra}
 
 
+@checked
 def as_site_dict(X: Any, sites: Sequence[str] | None = None) -> dict[str, Any]:
     """``{site: [n, d]}`` from a dict, or from an array/tensor ``[S, n, d]`` (sites named ``"0"``… or ``sites``)."""
     if isinstance(X, Mapping):
@@ -146,6 +148,7 @@ def _per_site_C(C: Any, sites: list[str]) -> dict[str, float]:
     return out
 
 
+@checked
 def fit_probes(
     X: Any,
     y: Any,
@@ -234,6 +237,7 @@ def fit_probes(
     return ProbeFits(probes, summary)
 
 
+@checked
 def train_test_indices(y: Any, *, test_size: float = 0.25, seed: int = 0,
                        groups: Any = None) -> tuple[np.ndarray, np.ndarray]:
     """Stratified train/test row indices (by label), or by ``groups`` when given (all rows of a group together)."""
@@ -256,6 +260,7 @@ def train_test_indices(y: Any, *, test_size: float = 0.25, seed: int = 0,
     return np.sort(np.concatenate(train)), np.sort(np.concatenate(test))
 
 
+@checked
 def layer_sweep(
     X: Any,
     y: Any,
@@ -304,6 +309,7 @@ def layer_sweep(
     return LayerSweep(acc, train_acc, probes, tr, te)
 
 
+@checked
 def sweep_sites(feats: Mapping[str, Any], yy: np.ndarray, tr: np.ndarray, te: np.ndarray,
                 fit_kwargs: Mapping[str, Any]) -> tuple[dict[str, float], dict[str, float], dict[str, Any]]:
     """The work of :func:`layer_sweep` on some sites: ``(held-out accuracy, train accuracy, probes)`` per site."""

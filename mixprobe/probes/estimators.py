@@ -49,6 +49,7 @@ import torch
 from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.utils.validation import check_is_fitted
 
+from mixprobe._check import checked
 from mixprobe.errors import DataError, ShapeError
 from mixprobe.probes.solver import newton_cg_logistic, newton_logistic
 from mixprobe.probes.validation import check_features, check_labels, check_sample_weight, to_numpy
@@ -56,6 +57,7 @@ from mixprobe.probes.validation import check_features, check_labels, check_sampl
 _DTYPES = {"float64": torch.float64, "float32": torch.float32, "fp64": torch.float64, "fp32": torch.float32}
 
 
+@checked
 def torch_dtype(dtype: str | torch.dtype) -> torch.dtype:
     """``"float64"``/``"fp32"``/``torch.float32`` → a torch float dtype."""
     if isinstance(dtype, torch.dtype):
@@ -65,6 +67,7 @@ def torch_dtype(dtype: str | torch.dtype) -> torch.dtype:
     return _DTYPES[dtype]
 
 
+@checked
 def logistic_solver(name: str):
     """The solver behind ``solver=name``: ``"newton-cg"`` (Newton-CG on CPU, batched Newton elsewhere) or
     ``"newton"`` (batched exact Newton everywhere)."""
@@ -183,6 +186,7 @@ def _stratified_split(y01: np.ndarray, fraction: float, seed: int | None) -> tup
     return np.sort(np.concatenate(fit_idx)), np.sort(np.concatenate(cal_idx))
 
 
+@checked
 def platt_calibrate(scores: np.ndarray, y01: np.ndarray) -> tuple[float, float]:
     """``(a, c)`` of the 1-D logistic ``P(y=1 | s) = σ(a·s + c)``, with Platt's smoothed targets.
 
@@ -314,6 +318,7 @@ class LATProbe(_DirectionProbe):
         return v if float(v @ mean_diff) >= 0 else -v
 
 
+@checked
 def format_with_template(inputs: Sequence[str], template: str = "{input}", **fields: str) -> list[str]:
     """Put every input into a stimulus template (LAT/RepE), e.g. ``"Consider the {concept} of: {input}"``.
 
@@ -325,6 +330,7 @@ def format_with_template(inputs: Sequence[str], template: str = "{input}", **fie
     return [template.format(input=x, **fields) for x in inputs]
 
 
+@checked
 def split_pairs(X: Any) -> tuple[np.ndarray, np.ndarray]:
     """``(x_yes, x_no)`` from ``[n, 2, d]`` or ``[n, 2·d]`` contrast pairs."""
     X = to_numpy(X)
@@ -361,23 +367,25 @@ class CRAProbe(_DirectionProbe):
         return X[y01 == 1].mean(0) - X[y01 == 0].mean(0)
 
 
+@checked
 def ccs_loss(p_pos: Any, p_neg: Any) -> float:
     """CCS objective ``mean(min(p⁺, p⁻)²) + mean((p⁺ − (1 − p⁻))²)`` (confidence + consistency) of probabilities.
 
     >>> round(ccs_loss([0.9, 0.2], [0.1, 0.7]), 6)       # (0.01 + 0.04)/2 + (0 + 0.01)/2
     0.03
     """
-    pp, pn = np.asarray(p_pos, dtype=np.float64), np.asarray(p_neg, dtype=np.float64)
+    pp, pn = to_numpy(p_pos), to_numpy(p_neg)
     return float((np.minimum(pp, pn) ** 2).mean() + ((pp - (1.0 - pn)) ** 2).mean())
 
 
+@checked
 def ccs_credence(p_pos: Any, p_neg: Any) -> np.ndarray:
     """CCS prediction ``½(p⁺ + 1 − p⁻)``: the credence that the "yes" side is true.
 
     >>> [round(float(q), 6) for q in ccs_credence([0.9, 0.2], [0.1, 0.7])]
     [0.9, 0.25]
     """
-    return 0.5 * (np.asarray(p_pos, dtype=np.float64) + 1.0 - np.asarray(p_neg, dtype=np.float64))
+    return 0.5 * (to_numpy(p_pos) + 1.0 - to_numpy(p_neg))
 
 
 class CCSProbe(ClassifierMixin, BaseEstimator):

@@ -35,11 +35,13 @@ import numpy as np
 from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.utils.validation import check_is_fitted
 
+from mixprobe._check import checked
 from mixprobe.errors import DataError, ShapeError, ZeroVarianceError
 from mixprobe.probes.estimators import LogisticProbe, _stratified_split, platt_calibrate
 from mixprobe.probes.validation import check_labels, to_numpy
 
 
+@checked
 def pair_differences(X: Any) -> np.ndarray:
     """``a_h(r2) − a_h(r1)`` (``[n, heads, d_head]``) from pairs ``[n, 2, heads, d_head]``."""
     X = np.asarray(to_numpy(X), dtype=np.float64)
@@ -50,6 +52,7 @@ def pair_differences(X: Any) -> np.ndarray:
     return X[:, 1] - X[:, 0]
 
 
+@checked
 def head_directions(diff: np.ndarray, y01: np.ndarray, kind: str = "mean",
                     rng: np.random.Generator | None = None) -> np.ndarray:
     """``[heads, d_head]``: per head, the mean of ``a_h(good) − a_h(bad)`` (the difference signed by the label).
@@ -78,6 +81,7 @@ def head_directions(diff: np.ndarray, y01: np.ndarray, kind: str = "mean",
     return out
 
 
+@checked
 def pair_cosine_score(diff: np.ndarray, directions: np.ndarray, heads: Any = None) -> np.ndarray:
     """GENIES' pair score ``½(1 + mean_h cos(diff_h, d_h))`` over ``heads`` (default: all)."""
     idx = np.arange(directions.shape[0]) if heads is None else np.asarray(heads)
@@ -88,12 +92,14 @@ def pair_cosine_score(diff: np.ndarray, directions: np.ndarray, heads: Any = Non
     return 0.5 * (1.0 + cos.mean(1))
 
 
+@checked
 def select_top(accuracy: np.ndarray, k: int) -> np.ndarray:
     """Indices of the ``k`` highest accuracies, best first; ties go to the lower index (a stable sort)."""
     order = np.argsort(-np.asarray(accuracy, dtype=np.float64), kind="stable")
     return np.sort(order[: min(k, len(order))])
 
 
+@checked
 def head_probe_accuracy(diff_fit: np.ndarray, y_fit: np.ndarray, diff_held: np.ndarray, y_held: np.ndarray, *,
                         C: float = 1.0) -> np.ndarray:
     """Per head: held-out accuracy of a logistic probe fit on the sign-symmetrised differences of the fit pairs.

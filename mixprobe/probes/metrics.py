@@ -39,6 +39,7 @@ from typing import Any
 
 import numpy as np
 
+from mixprobe._check import checked
 from mixprobe.errors import DataError, EmptyDataError, NonFiniteError, OneClassError, ShapeError
 from mixprobe.probes.validation import to_numpy
 
@@ -60,12 +61,14 @@ def _pair(y_true: Any, values: Any, what: str) -> tuple[np.ndarray, np.ndarray]:
     return y, v
 
 
+@checked
 def accuracy(y_true: Any, y_score: Any, *, threshold: float = 0.5) -> float:
     """Share of rows where ``(y_score > threshold)`` equals ``y_true`` (hard 0/1 predictions work unchanged)."""
     y, s = _pair(y_true, y_score, "accuracy")
     return float(np.mean((s > threshold) == (y > 0.5)))
 
 
+@checked
 def auroc(y_true: Any, y_score: Any) -> float:
     """Area under the ROC curve: ``P(score of a positive > score of a negative)``, ties counted ½."""
     y, s = _pair(y_true, y_score, "AUROC")
@@ -81,6 +84,7 @@ def auroc(y_true: Any, y_score: Any) -> float:
     return float(u / (pos.size * neg.size))
 
 
+@checked
 def rms_calibration_error(y_true: Any, y_prob: Any, *, n_bins: int = 10, variant: str = "weighted",
                           seed: int = 42) -> float:
     """RMS calibration error of positive-class probabilities (see the module docstring for both variants).
@@ -126,11 +130,13 @@ def _ttc(ttc: float) -> float:
     return float(ttc)
 
 
+@checked
 def elicitation(a_gen: float, ttc: float) -> float:
     """``A_gen / TTC``: generalisation accuracy as a share of the target-tuned capability."""
     return float(a_gen) / _ttc(ttc)
 
 
+@checked
 def differential_elicitation(a_gen: float, a_zero_shot: float, ttc: float) -> float:
     """``(A_gen − A_zero_shot) / TTC``: what the method adds over zero-shot, in units of the reachable capability."""
     return (float(a_gen) - float(a_zero_shot)) / _ttc(ttc)

@@ -42,6 +42,7 @@ import numpy as np
 import torch
 from sklearn.base import clone
 
+from mixprobe._check import checked
 from mixprobe.errors import DataError, ShapeError
 from mixprobe.probes.batched import ESTIMATORS, train_test_indices
 from mixprobe.probes.metrics import auroc
@@ -76,6 +77,7 @@ def _estimator(estimator: str | Any, C: float) -> Any:
     return clone(estimator)
 
 
+@checked
 def transfer_matrix(
     features_by_checkpoint: Mapping[str, Any],
     labels: Any,
@@ -122,6 +124,7 @@ def transfer_matrix(
     return TransferMatrix(names, M, metric, probes)
 
 
+@checked
 def gate_readout(
     probe: Any,
     features_by_checkpoint: Mapping[str, Any],
@@ -162,6 +165,7 @@ def gate_readout(
     return rows
 
 
+@checked
 def readout_table(rows: Sequence[Mapping[str, Any]], value: str = "mean") -> dict[str, dict[Any, float]]:
     """Pivot :func:`gate_readout` rows to ``{checkpoint: {tag: value}}``."""
     out: dict[str, dict[Any, float]] = {}
@@ -170,6 +174,7 @@ def readout_table(rows: Sequence[Mapping[str, Any]], value: str = "mean") -> dic
     return out
 
 
+@checked
 def selection_direction(features: Any, labels: Any, *, toward: Any = 1, away: Any = 0) -> tuple[torch.Tensor, float]:
     """``(unit, norm)`` of ``mean(x | label == toward) − mean(x | label == away)`` (float32 unit tensor)."""
     X = check_features(features, allow_constant=True)

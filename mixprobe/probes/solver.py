@@ -30,6 +30,7 @@ coefficients; fp64 matches scikit-learn to ~1e-8.
 from __future__ import annotations
 
 import functools
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
@@ -37,6 +38,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from mixprobe._check import checked
 from mixprobe.errors import DataError
 
 
@@ -66,8 +68,10 @@ def _inputs(X: torch.Tensor, y: Any, sample_weight: Any, C: Any, tol: float | No
     return y, s, Cv, (1e-8 if dt == torch.float64 else 1e-5) if tol is None else float(tol)
 
 
-def newton_logistic(X: torch.Tensor, y: torch.Tensor, sample_weight: torch.Tensor | None = None, *, C: float = 1.0,
-                    fit_intercept: bool = True, max_iter: int = 100, tol: float | None = None) -> NewtonResult:
+@checked
+def newton_logistic(X: torch.Tensor, y: torch.Tensor, sample_weight: torch.Tensor | None = None, *,
+                    C: float | Sequence[float] | torch.Tensor = 1.0, fit_intercept: bool = True, max_iter: int = 100,
+                    tol: float | None = None) -> NewtonResult:
     """Solve ``S`` independent L2 logistic regressions ``X[S, n, d]``, ``y[S, n]`` (or ``[n]``) by batched Newton.
 
     Per iteration: gradient and Hessian ``C·X̃ᵀdiag(s·p(1−p))X̃ + diag(1,…,1,0)`` of every site as batched
@@ -137,9 +141,11 @@ def _line_search(z, y, Cs, lin, quad, dz, sigmoid=torch.sigmoid, xp: Any = torch
     return xp.where(d0 < 0, t, 0.0)
 
 
+@checked
 def newton_cg_logistic(X: torch.Tensor, y: torch.Tensor, sample_weight: torch.Tensor | None = None, *,
-                       C: float = 1.0, fit_intercept: bool = True, max_iter: int = 100, tol: float | None = None,
-                       max_cg: int | None = None, preconditioner: str = "nystrom", rank: int = 64) -> NewtonResult:
+                       C: float | Sequence[float] | torch.Tensor = 1.0, fit_intercept: bool = True, max_iter: int = 100,
+                       tol: float | None = None, max_cg: int | None = None, preconditioner: str = "nystrom",
+                       rank: int = 64) -> NewtonResult:
     """Same problem as :func:`newton_logistic`, solved site by site on the CPU by preconditioned Newton-CG.
 
     Per site, the start Hessian (``w = 0``, ``p = ȳ``) ``M = ȳ(1−ȳ)·C·X̃ᵀSX̃ + I`` (or, with ``"nystrom"`` where

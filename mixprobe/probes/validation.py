@@ -35,9 +35,12 @@ from typing import Any
 
 import numpy as np
 
-from mixprobe.errors import DataError, EmptyDataError, NonFiniteError, OneClassError, ShapeError, ZeroVarianceError
+from mixprobe._check import checked
+from mixprobe.errors import (ArgumentError, DataError, EmptyDataError, NonFiniteError, OneClassError, ShapeError,
+                             ZeroVarianceError)
 
 
+@checked
 def to_numpy(a: Any, dtype: type | None = np.float64) -> np.ndarray:
     """``a`` (numpy array, torch tensor, list) as a numpy array (``dtype`` unless ``None``)."""
     if hasattr(a, "detach") and hasattr(a, "cpu"):
@@ -45,9 +48,24 @@ def to_numpy(a: Any, dtype: type | None = np.float64) -> np.ndarray:
         if dtype is not None and str(a.dtype) in ("torch.bfloat16", "torch.float16"):
             a = a.float()
         a = a.numpy()
-    return np.asarray(a, dtype=dtype) if dtype is not None else np.asarray(a)
+    return _asarray(a, dtype)
 
 
+def _asarray(a: Any, dtype: type | None) -> np.ndarray:
+    """``np.asarray`` whose failures (a lone object, text where numbers go) are named errors."""
+    what = "an array (numpy array, torch tensor or nested list of numbers)"
+    try:
+        out = np.asarray(a, dtype=dtype) if dtype is not None else np.asarray(a)
+    except TypeError:
+        raise ArgumentError(f"expected {what}, got {type(a).__name__}; pass {what}") from None
+    except ValueError as e:
+        raise DataError(f"cannot read {type(a).__name__} as an array of numbers ({e}); pass {what}") from None
+    if out.dtype == object and out.ndim == 0:           # np.asarray wraps any object: nothing array-like was passed
+        raise ArgumentError(f"expected {what}, got {type(a).__name__}; pass {what}")
+    return out
+
+
+@checked
 def as_float_array(a: Any) -> np.ndarray:
     """``a`` as a float32 or float64 numpy array, *without a copy* when it already is one (tensors: on the CPU).
 
@@ -58,16 +76,17 @@ def as_float_array(a: Any) -> np.ndarray:
         if str(a.dtype) in ("torch.bfloat16", "torch.float16"):
             a = a.float()
         a = a.numpy()
-    a = np.asarray(a)
+    a = _asarray(a, None)
     if a.dtype in (np.float32, np.float64):
         return a
-    return a.astype(np.float32 if a.dtype == np.float16 else np.float64)
+    return _asarray(a, np.float32 if a.dtype == np.float16 else np.float64)
 
 
 def _where(site: str | None) -> str:
     return f" at site {site!r}" if site is not None else ""
 
 
+@checked
 def check_features(X: Any, *, site: str | None = None, ndim: int = 2, allow_constant: bool = False,
                    keep_dtype: bool = False) -> np.ndarray:
     """``X`` as a finite float64 array of rank ``ndim`` with rows and columns; named errors otherwise.
@@ -100,6 +119,7 @@ def check_features(X: Any, *, site: str | None = None, ndim: int = 2, allow_cons
     return X
 
 
+@checked
 def check_stacked_features(X: np.ndarray, sites: list[str]) -> dict[str, np.ndarray]:
     """:func:`check_features` (``keep_dtype=True``) for every site of a float array ``X[S, n, d]`` in one pass.
 
@@ -141,6 +161,7 @@ def _check_range(ptp: float, scale: float, X: np.ndarray, ndim: int, where: str)
         )
 
 
+@checked
 def check_labels(y: Any, n_rows: int, *, site: str | None = None) -> tuple[np.ndarray, np.ndarray]:
     """``(classes, y01)``: the two sorted class values and the labels as 0/1 floats (1 = ``classes[1]``)."""
     y = to_numpy(y, dtype=None).reshape(-1) if y is not None else None
@@ -165,6 +186,7 @@ def check_labels(y: Any, n_rows: int, *, site: str | None = None) -> tuple[np.nd
     return classes, (y == classes[1]).astype(np.float64)
 
 
+@checked
 def check_sample_weight(sample_weight: Any, n_rows: int) -> np.ndarray:
     """Non-negative finite per-row weights (ones when ``None``)."""
     if sample_weight is None:

@@ -36,7 +36,9 @@ import math
 from pathlib import Path
 from typing import Any
 
+from mixprobe._check import checked
 from mixprobe.report.page import Section
+from mixprobe.train.series import Series
 
 SITES = ("resid_pre", "attn_out", "mlp_out", "resid_post")
 
@@ -98,12 +100,15 @@ def _draw(act, par, subs, tokens, titles, save_figure):
     ax2.set_title(titles[1], fontsize=10)
     fig.tight_layout()
     if save_figure:
-        Path(save_figure).parent.mkdir(parents=True, exist_ok=True)
-        fig.savefig(save_figure, dpi=110)
+        from mixprobe.io import atomic_path
+
+        with atomic_path(save_figure) as tmp:           # a killed writer never leaves half a figure behind
+            fig.savefig(tmp, format=Path(save_figure).suffix.lstrip(".") or "png", dpi=110)
     return fig
 
 
-def patching_sections(series, *, target_phase: str | None = None, source_phase: str | None = None, task=None,
+@checked
+def patching_sections(series: Series, *, target_phase: str | None = None, source_phase: str | None = None, task=None,
                       save_figure: str | Path | None = None, engine: Any = "local",
                       address: str | None = None) -> tuple[list[Section], dict]:
     """Activation-patching heatmap next to parameter- and subspace-patching restoration, source → target.

@@ -25,6 +25,7 @@ from __future__ import annotations
 import warnings
 from pathlib import Path
 
+from mixprobe._check import checked
 from mixprobe.errors import DataError
 from mixprobe.report.page import Section, load_json_records, render_table, write_report
 
@@ -228,6 +229,7 @@ def _failed_section(summary: dict) -> Section | None:
     return Section("Initial policies that failed", text, table=table, data={"failed": failed})
 
 
+@checked
 def bct_sections(records: list[dict], summary: dict | None = None) -> list[Section]:
     """Report sections of a BCT study: overview (with the verdict per arm), one per setting (table + figure),
     overlap predictors, training prefixes, prefix direction, failed initial policies — each left out when it has
@@ -246,6 +248,7 @@ def bct_sections(records: list[dict], summary: dict | None = None) -> list[Secti
     return sections
 
 
+@checked
 def load_bct_records(results_dir: str | Path) -> list[dict]:
     """The records in ``results_dir/cells/*.json``, sorted by file name; a :class:`~mixprobe.errors.DataError`
     naming the folder (and how to produce cells) when there are none, or naming the file that is not a record."""
@@ -256,6 +259,7 @@ def load_bct_records(results_dir: str | Path) -> list[dict]:
     return load_json_records(paths, "a BCT record", {"setting", "overlap", "seed"}, "cell")
 
 
+@checked
 def build_bct_report(results_dir: str | Path, out_dir: str | Path | None = None) -> Path:
     """Read ``results_dir/cells/*.json``, write ``report.html`` + ``report.json`` to ``out_dir`` (default
     ``results_dir/report``); returns the HTML path."""

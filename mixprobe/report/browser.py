@@ -26,6 +26,7 @@ import subprocess
 import tempfile
 from pathlib import Path
 
+from mixprobe._check import checked
 from mixprobe.errors import MixprobeError
 
 FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
@@ -37,6 +38,7 @@ class BrowserError(MixprobeError):
     """Chromium is missing or failed on a page."""
 
 
+@checked
 def find_chromium() -> str | None:
     """Path of a Chromium binary ($MIXPROBE_CHROMIUM, then chromium / chromium-browser / google-chrome on PATH)."""
     env = os.environ.get("MIXPROBE_CHROMIUM")
@@ -61,6 +63,7 @@ def _run(args: list[str], timeout: float) -> subprocess.CompletedProcess:
     return proc
 
 
+@checked
 def figures_loaded(html_path: str | os.PathLike, *, timeout: float = 60) -> tuple[int, int]:
     """(decoded, total) images of the report at ``html_path``, as Chromium saw them after the page loaded."""
     url = Path(html_path).resolve().as_uri()
@@ -71,6 +74,7 @@ def figures_loaded(html_path: str | os.PathLike, *, timeout: float = 60) -> tupl
     return int(m.group(1)), int(m.group(2))
 
 
+@checked
 def screenshot(html_path: str | os.PathLike, png_path: str | os.PathLike, *, width: int = 1200,
                height: int = 2400, timeout: float = 60) -> Path:
     """Write a PNG of the page (``width`` × ``height`` CSS pixels) and return its path."""

@@ -27,6 +27,7 @@ from __future__ import annotations
 import warnings
 from pathlib import Path
 
+from mixprobe._check import checked
 from mixprobe.errors import DataError
 from mixprobe.report.page import Section, load_json_records, write_report
 
@@ -363,6 +364,7 @@ def _summarize(records: list[dict]) -> dict:
         return summarize_study(records)
 
 
+@checked
 def era_sections(records: list[dict], summary: dict | None = None) -> list[Section]:
     """Report sections of an era study: overview, trait per condition (table + figure), prefix types, placement,
     date sweep, era probe, steering, failed seeds — each left out when it has no data. ``summary``:
@@ -382,6 +384,7 @@ def _seed_order(p: Path) -> tuple[int, int | str]:
     return (0, int(p.stem)) if p.stem.lstrip("-").isdigit() else (1, p.stem)
 
 
+@checked
 def load_era_records(results_dir: str | Path) -> list[dict]:
     """The records in ``results_dir/seeds/*.json``, by seed; a :class:`~mixprobe.errors.DataError` naming the folder
     (and how to produce records) when there are none, or naming the file that is not a record."""
@@ -397,6 +400,7 @@ def load_era_records(results_dir: str | Path) -> list[dict]:
     return records
 
 
+@checked
 def build_era_report(results_dir: str | Path, out_dir: str | Path | None = None) -> Path:
     """Read ``results_dir/seeds/*.json``, write ``report.html`` + ``report.json`` to ``out_dir`` (default
     ``results_dir/report``); returns the HTML path."""

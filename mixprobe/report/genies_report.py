@@ -30,6 +30,7 @@ import warnings
 from pathlib import Path
 from typing import Any
 
+from mixprobe._check import checked
 from mixprobe.errors import DataError
 from mixprobe.report.page import Section, load_json_records, render_table, write_report
 
@@ -305,6 +306,7 @@ def _summarize(records: list[dict]) -> dict:
         return summarize(records)
 
 
+@checked
 def genies_sections(records: list[dict], summary: dict | None = None,
                     files: list[dict] | None = None) -> list[Section]:
     """Report sections of a GENIES study: overview, leaderboard (table + figure + ordering), reversed spurious cue,
@@ -360,6 +362,7 @@ def _load_files(results_dir: str | Path) -> list[dict]:
     return files
 
 
+@checked
 def load_genies_records(results_dir: str | Path) -> list[dict]:
     """The per-shift records of every ``results_dir/seeds/*.json`` (under each file's ``"records"``), by seed; a
     :class:`~mixprobe.errors.DataError` naming the folder (and how to produce records) when there are none, or
@@ -378,6 +381,7 @@ def _json_safe(x: Any) -> Any:
     return x
 
 
+@checked
 def build_genies_report(results_dir: str | Path, out_dir: str | Path | None = None) -> Path:
     """Read ``results_dir/seeds/*.json``, write ``report.html`` + ``report.json`` to ``out_dir`` (default
     ``results_dir/report``); returns the HTML path."""

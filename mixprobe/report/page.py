@@ -21,6 +21,7 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from mixprobe._check import argument_error, checked
 from mixprobe.io import atomic_write_json, atomic_write_text
 
 CSS = """
@@ -54,7 +55,10 @@ class Section:
     data: dict = field(default_factory=dict)
 
 
+@checked
 def figure_to_data_uri(fig) -> str:
+    if not callable(getattr(fig, "savefig", None)):
+        raise argument_error("figure_to_data_uri", "fig", fig, "a matplotlib Figure")
     import matplotlib.pyplot as plt
 
     buf = io.BytesIO()
@@ -69,6 +73,7 @@ def _fmt(v) -> str:
     return html.escape(str(v))
 
 
+@checked
 def render_table(rows: list[dict]) -> str:
     if not rows:
         return ""
@@ -78,6 +83,7 @@ def render_table(rows: list[dict]) -> str:
     return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
 
 
+@checked
 def render_html(sections: list[Section], title: str = "mixprobe report", subtitle: str = "") -> str:
     parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>",
              f"<style>{CSS}</style></head><body><h1>{html.escape(title)}</h1>",
@@ -97,17 +103,22 @@ def render_html(sections: list[Section], title: str = "mixprobe report", subtitl
     return "\n".join(parts)
 
 
+@checked
 def write_report(sections: list[Section], out_dir: str | Path, data: dict, title: str = "mixprobe report",
                  subtitle: str = "") -> Path:
-    """Write ``out_dir/report.html`` and ``out_dir/report.json`` (atomic); return the HTML path."""
+    """Write ``out_dir/report.json`` and then ``out_dir/report.html``, each atomically; return the HTML path.
+
+    A writer killed at any moment leaves each file whole (the previous version or the new one, never a part); the
+    HTML comes last, so a new ``report.html`` means its ``report.json`` is in too."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     page = render_html(sections, title, subtitle)
-    atomic_write_text(out / "report.html", page)
     atomic_write_json(out / "report.json", json.loads(json.dumps(data, default=str)))
+    atomic_write_text(out / "report.html", page)
     return out / "report.html"
 
 
+@checked
 def load_json_records(paths: list[Path], what: str, required: set[str], rerun: str) -> list[dict]:
     """Parse study records (one JSON object per file); a :class:`~mixprobe.errors.DataError` naming the file that is
     unreadable or lacks a ``required`` key (``what``: the record kind; ``rerun``: what to rerun)."""

@@ -19,9 +19,12 @@ from pathlib import Path
 
 import matplotlib.pyplot as plt
 
+from mixprobe._check import checked
+
 TAG_COLORS = {"A": "tab:blue", "B": "tab:orange"}
 
 
+@checked
 def global_steps(checkpoints: list[dict]) -> list[int]:
     """x positions: SFT steps as they are, later phases offset by the last step of the phase before."""
     xs, offset, prev_phase, last = [], 0, None, 0
@@ -34,6 +37,7 @@ def global_steps(checkpoints: list[dict]) -> list[int]:
     return xs
 
 
+@checked
 def plot_training_curves(results: dict, path: str | Path | None = None, title: str | None = None):
     """Accuracy, first-component frequency and forced accuracy per cue against checkpoint; saved to ``path`` if given.
 
@@ -77,6 +81,9 @@ def plot_training_curves(results: dict, path: str | Path | None = None, title: s
     if title:
         fig.suptitle(title)
     if path is not None:
-        fig.savefig(path, dpi=110)
+        from mixprobe.io import atomic_path
+
+        with atomic_path(path) as tmp:                  # a killed writer never leaves half a figure at ``path``
+            fig.savefig(tmp, format=Path(path).suffix.lstrip(".") or "png", dpi=110)
         plt.close(fig)
     return fig

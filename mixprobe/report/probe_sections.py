@@ -21,10 +21,14 @@ Constraints: any task; the steering section needs signature tokens (it says so o
 """
 from __future__ import annotations
 
+from mixprobe._check import checked
+from mixprobe.mixture.studies import GateReadout, ProbeSweep
 from mixprobe.report.page import Section
+from mixprobe.train.series import Series
 
 
-def plot_probe_sweep(sweep):
+@checked
+def plot_probe_sweep(sweep: ProbeSweep):
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(6.5, 3.2))
@@ -48,7 +52,8 @@ def plot_probe_sweep(sweep):
     return fig
 
 
-def plot_gate_readout(readout, series):
+@checked
+def plot_gate_readout(readout: GateReadout, series: Series):
     import matplotlib.pyplot as plt
 
     read = {r["checkpoint"] for r in readout.rows}
@@ -69,6 +74,7 @@ def plot_gate_readout(readout, series):
     return fig
 
 
+@checked
 def plot_dose_response(curves: dict[str, list[dict]]):
     import matplotlib.pyplot as plt
 
@@ -176,6 +182,7 @@ def _steering_text(curves: dict, infos: dict) -> str:
     return text
 
 
+@checked
 def probe_sections(series, *, task=None, seed: int = 0, alphas=(0.0, 2.0, 4.0, 8.0, 12.0), n_null: int = 8
                    ) -> tuple[list[Section], dict]:
     """Probe sweep, gate readout (+ leave one run out) and steering dose-response sections, each beside its null.

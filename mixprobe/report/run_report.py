@@ -25,14 +25,17 @@ import html
 import traceback
 from pathlib import Path
 
+from mixprobe._check import checked
 from mixprobe.report.page import Section, write_report
+from mixprobe.train.series import Series
 
 
 class NotApplicable(Exception):
     """Raised by a section builder whose section does not apply to this series or task (the page says why)."""
 
 
-def behaviour_rows(series, task, *, n_samples: int = 8, seed: int = 0) -> list[dict]:
+@checked
+def behaviour_rows(series: Series, task, *, n_samples: int = 8, seed: int = 0) -> list[dict]:
     """Per checkpoint: sampled outcome, component shares, off-mixture and forced outcome per cue."""
     from mixprobe.mixture.components import sampled_view
 
@@ -117,6 +120,7 @@ def _patching_sections(series, task, seed: int) -> tuple[list[Section], dict]:
     return secs, data
 
 
+@checked
 def recipe_row(phase: str, r: dict) -> dict:
     """One table row of the recipe a phase recorded (:func:`mixprobe.train.sft.train_phase`).
 
@@ -132,6 +136,7 @@ def recipe_row(phase: str, r: dict) -> dict:
             "frozen": ", ".join(r.get("frozen_parameters") or []) or "none"}
 
 
+@checked
 def build_run_report(run, out_dir: str | Path | None = None, *, task=None, estimator: str = "auto",
                      n_samples: int = 16, seed: int = 0, extra: list[Section] | None = None,
                      include_probes: bool = True, include_patching: bool = True) -> Path:
@@ -142,7 +147,6 @@ def build_run_report(run, out_dir: str | Path | None = None, *, task=None, estim
     ``not_applicable``.
     """
     from mixprobe.tasks import task_for
-    from mixprobe.train.series import Series
 
     series = Series.open(run)
     task = task_for(series, task)

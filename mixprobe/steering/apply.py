@@ -53,6 +53,7 @@ from typing import Any
 
 import torch
 
+from mixprobe._check import checked
 from mixprobe.errors import PositionError, ShapeError, SiteError
 from mixprobe.models.positions import position_mask
 from mixprobe.steering.vectors import SteeringVector
@@ -69,6 +70,7 @@ class SteeringStats:
     n_applied: int = 0
 
 
+@checked
 def check_width(handle: Any, vector: SteeringVector, sites: Sequence[str] | None = None) -> list[str]:
     """The sites to steer, after checking each direction's width against ``handle.d_model``."""
     chosen = list(sites) if sites is not None else vector.sites
@@ -132,6 +134,7 @@ def _edit(delta: torch.Tensor, positions: Any, mask: torch.Tensor | None, stats:
     return edit
 
 
+@checked
 @contextmanager
 def steer(
     handle: Any,

@@ -36,11 +36,13 @@ from typing import Any
 
 import torch
 
+from mixprobe._check import checked
 from mixprobe.errors import DataError, MetricError
 from mixprobe.steering.apply import steer
 from mixprobe.steering.vectors import SteeringVector
 
 
+@checked
 def sweep(
     handle: Any,
     vector: SteeringVector,
@@ -75,6 +77,7 @@ def sweep(
     return rows
 
 
+@checked
 def recovery_ratio(restored: float, reference: float) -> float:
     """Steering recovery: restored accuracy / accuracy at the reference checkpoint (e.g. SFT)."""
     if not reference > 0:

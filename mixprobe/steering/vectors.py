@@ -41,6 +41,7 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 
+from mixprobe._check import argument_error
 from mixprobe.errors import DataError, ShapeError, StoreError
 from mixprobe.io import atomic_path, atomic_write_json
 from mixprobe.probes.validation import check_features, to_numpy
@@ -61,6 +62,8 @@ class SteeringVector:
     metadata: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
+        if not isinstance(self.directions, Mapping):
+            raise argument_error("SteeringVector", "directions", self.directions, "a dict {site: direction}")
         if not self.directions:
             raise DataError("a steering vector needs at least one site; pass {site: direction}")
         fixed = {}

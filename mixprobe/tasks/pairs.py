@@ -19,6 +19,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
+from mixprobe._check import checked
 from mixprobe.errors import DataError, EmptyDataError
 
 
@@ -36,18 +37,21 @@ def _label(y: Any, i: int) -> int:
         return int(y)
     try:
         v = float(y)
-    except (TypeError, ValueError):
+    except Exception:  # noqa: BLE001 - whatever float() of a user's object raises, the label is not 0 or 1
         v = float("nan")
     if v not in (0.0, 1.0):
         raise DataError(f"pair {i} has y={y!r}; y must be 0 (r1 is better) or 1 (r2 is better)")
     return int(v)
 
 
+@checked
 def as_pairs(pairs: Iterable[Any]) -> list[Pair]:
     """Checked :class:`Pair` s from ``(prompt, r1, r2, y)`` sequences, mappings or objects with those attributes."""
     if pairs is None or isinstance(pairs, (str, bytes)):
         raise DataError("pairs must be a sequence of (prompt, r1, r2, y); got "
                         f"{type(pairs).__name__}")
+    if not isinstance(pairs, Iterable):
+        raise DataError(f"pairs must be a sequence of (prompt, r1, r2, y); got {type(pairs).__name__}")
     out: list[Pair] = []
     for i, p in enumerate(pairs):
         if isinstance(p, Mapping):

@@ -41,10 +41,11 @@ from __future__ import annotations
 import importlib
 import os
 import sys
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from mixprobe._check import checked
 from mixprobe.errors import TaskError
 
 
@@ -99,21 +100,48 @@ class Task:
     spec: TaskSpec | None = None
 
     def __post_init__(self) -> None:
-        self.prompts = list(self.prompts)
-        self.components = list(self.components)
+        for key in ("prompts", "components"):
+            value = getattr(self, key)
+            if isinstance(value, (str, bytes)) or not isinstance(value, Iterable):
+                raise TaskError(f"task {self.name!r}: {key} must be a list of {key[:-1].capitalize()} objects, got "
+                                f"{type(value).__name__}")
+            setattr(self, key, list(value))
         self.check()
 
     # --- validation ----------------------------------------------------------------------------------------------
     def check(self) -> None:
         """Raise :class:`TaskError` naming the first problem of the definition (and how to fix it)."""
+        if not isinstance(self.name, str) or not self.name:
+            raise TaskError(f"a task's name must be a non-empty string, got {self.name!r}")
         if not self.prompts:
             raise TaskError(f"task {self.name!r} has no prompts; give at least one Prompt per cue")
         bad = [p for p in self.prompts if not isinstance(p, Prompt)]
         if bad:
             raise TaskError(f"task {self.name!r}: prompts must be mixprobe.tasks.Prompt objects, got {bad[0]!r}")
+        for p in self.prompts:
+            if not isinstance(p.text, str) or not isinstance(p.cue, str):
+                raise TaskError(f"task {self.name!r}: a prompt's text and cue must be strings, got {p!r}; write "
+                                "Prompt('question text', cue='name')")
         if len(self.components) < 2:
             raise TaskError(f"task {self.name!r} has {len(self.components)} component(s); a mixture needs at "
                             "least two Components")
+        bad_c = [c for c in self.components if not isinstance(c, Component)]
+        if bad_c:
+            raise TaskError(f"task {self.name!r}: components must be mixprobe.tasks.Component objects, got "
+                            f"{bad_c[0]!r}")
+        for c in self.components:
+            if not isinstance(c.before, str) or not isinstance(c.after, str):
+                raise TaskError(f"task {self.name!r}: component {c.name!r} needs string before/after forcing texts, "
+                                f"got before={c.before!r}, after={c.after!r}")
+            if isinstance(c.signature, (str, bytes)) or not isinstance(c.signature, Sequence) or not all(
+                    isinstance(t, str) and t for t in c.signature):
+                raise TaskError(f"task {self.name!r}: component {c.name!r} has signature {c.signature!r}; a signature "
+                                "is a tuple of non-empty token strings, e.g. signature=('m1',)")
+        for fn in ("recognise", "score"):
+            if not callable(getattr(self, fn)):
+                raise TaskError(f"task {self.name!r}: {fn} must be a function (completion, prompt) -> "
+                                f"{'component name or None' if fn == 'recognise' else 'float'}, got "
+                                f"{type(getattr(self, fn)).__name__}")
         names = [c.name for c in self.components]
         if len(set(names)) != len(names) or not all(isinstance(n, str) and n for n in names):
             raise TaskError(f"task {self.name!r}: component names must be distinct non-empty strings, got {names}")
@@ -127,6 +155,11 @@ class Task:
             raise TaskError(f"task {self.name!r}: signatures must be given for every component and open with "
                             f"distinct tokens, got {[c.signature for c in self.components]}")
         if self.cue_order is not None:
+            co = self.cue_order
+            if isinstance(co, (str, bytes)) or not isinstance(co, Iterable) or not all(
+                    isinstance(c, str) for c in co) or len(set(co)) != len(list(co)):
+                raise TaskError(f"task {self.name!r}: cue_order must be a list of distinct cue names, got "
+                                f"{self.cue_order!r}")
             have = {p.cue for p in self.prompts}
             empty = [c for c in self.cue_order if c not in have]
             if empty:
@@ -135,8 +168,12 @@ class Task:
             extra = sorted(have - set(self.cue_order))
             if extra:
                 raise TaskError(f"task {self.name!r}: prompts use cue(s) {extra} missing from cue_order")
-        if self.max_new_tokens < 1:
-            raise TaskError(f"task {self.name!r}: max_new_tokens must be >= 1, got {self.max_new_tokens}")
+        if self.answer_tokens is not None and (isinstance(self.answer_tokens, (str, bytes)) or not all(
+                isinstance(t, str) for t in self.answer_tokens)):
+            raise TaskError(f"task {self.name!r}: answer_tokens must be a list of token strings (or None), got "
+                            f"{self.answer_tokens!r}")
+        if isinstance(self.max_new_tokens, bool) or not isinstance(self.max_new_tokens, int) or self.max_new_tokens < 1:
+            raise TaskError(f"task {self.name!r}: max_new_tokens must be an int >= 1, got {self.max_new_tokens!r}")
 
     # --- reading -------------------------------------------------------------------------------------------------
     @property
@@ -206,6 +243,7 @@ class Task:
                 "estimators": ["exact", "sampled"] if self.has_signatures else ["sampled"]}
 
 
+@checked
 def load_task(factory: str | TaskSpec, config: Mapping[str, Any] | None = None) -> Task:
     """Build a task from ``"package.module:function"`` (called with ``**config``); the spec is kept on it.
 
@@ -238,6 +276,7 @@ def load_task(factory: str | TaskSpec, config: Mapping[str, Any] | None = None) 
     return task
 
 
+@checked
 def task_for(series: Any, task: Task | TaskSpec | str | Mapping | None = None,
              config: Mapping[str, Any] | None = None) -> Task:
     """The task of a series: ``task`` if given (a Task, a spec, or ``"pkg.mod:factory"`` with ``config``), else
@@ -257,6 +296,7 @@ def task_for(series: Any, task: Task | TaskSpec | str | Mapping | None = None,
     return load_task(spec["factory"], spec.get("config"))
 
 
+@checked
 def as_task(obj: Any) -> Task:
     """A :class:`Task` from a task or from an organism (anything with a ``task()`` method)."""
     if isinstance(obj, Task):

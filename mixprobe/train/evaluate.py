@@ -32,6 +32,8 @@ from typing import Any
 
 import torch
 
+from mixprobe._check import checked
+
 
 def _encode(tokenizer, texts: list[str], device) -> dict:
     enc = tokenizer(texts, return_tensors="pt", padding=True)
@@ -40,8 +42,9 @@ def _encode(tokenizer, texts: list[str], device) -> dict:
     return {"input_ids": enc["input_ids"].to(device), "attention_mask": am.to(device), "position_ids": pos.to(device)}
 
 
+@checked
 @torch.no_grad()
-def next_token_probs(model, tokenizer, texts: list[str], batch_size: int = 512) -> torch.Tensor:
+def next_token_probs(model: torch.nn.Module, tokenizer, texts: list[str], batch_size: int = 512) -> torch.Tensor:
     """Next-token probabilities after each text (``[n, vocab]``, fp32, on CPU)."""
     device = next(model.parameters()).device
     out = []
@@ -52,6 +55,7 @@ def next_token_probs(model, tokenizer, texts: list[str], batch_size: int = 512) 
     return torch.cat(out)
 
 
+@checked
 def suffix_ids(tok, forced: list[str], base: list[str]) -> list[list[int]]:
     """Token ids of each forced text beyond its longest common prefix with the base prompt (the forced opening)."""
     out = []
@@ -63,8 +67,9 @@ def suffix_ids(tok, forced: list[str], base: list[str]) -> list[list[int]]:
     return out
 
 
+@checked
 @torch.no_grad()
-def complete(model, tokenizer, texts: list[str], *, n_samples: int, seed: int, max_new_tokens: int,
+def complete(model: torch.nn.Module, tokenizer, texts: list[str], *, n_samples: int, seed: int, max_new_tokens: int,
              base: list[str] | None = None, batch_size: int = 512, temperature: float = 1.0,
              greedy: bool = False) -> list[list[str]]:
     """``n_samples`` completions per text (a private, seeded RNG stream), decoded with special tokens dropped.
@@ -75,6 +80,7 @@ def complete(model, tokenizer, texts: list[str], *, n_samples: int, seed: int, m
     """
     tok = tokenizer
     device = next(model.parameters()).device
+    generate: Any = model.generate              # a transformers causal LM (nn.Module types it as a tensor)
     suffix = suffix_ids(tok, texts, base) if base is not None else [[] for _ in texts]
     res: list[list[str]] = []
     was_training = model.training
@@ -86,7 +92,7 @@ def complete(model, tokenizer, texts: list[str], *, n_samples: int, seed: int, m
             chunk = texts[i:i + step]
             enc = tok(chunk, return_tensors="pt", padding=True).to(device)
             kw = dict(do_sample=False) if greedy else dict(do_sample=True, temperature=temperature, top_k=0, top_p=1.0)
-            gen = model.generate(**enc, **kw, max_new_tokens=max_new_tokens, num_return_sequences=n_samples,
+            gen = generate(**enc, **kw, max_new_tokens=max_new_tokens, num_return_sequences=n_samples,
                                  pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id)
             new = gen[:, enc["input_ids"].shape[1]:].tolist()
             for j in range(len(chunk)):
@@ -96,14 +102,17 @@ def complete(model, tokenizer, texts: list[str], *, n_samples: int, seed: int, m
     return res
 
 
-def sample_completions(model, tokenizer, prompts: list[str], *, n_samples: int, seed: int,
+@checked
+def sample_completions(model: torch.nn.Module, tokenizer, prompts: list[str], *, n_samples: int, seed: int,
                        max_new_tokens: int = 4, batch_size: int = 512, temperature: float = 1.0) -> list[list[str]]:
     """``n_samples`` completions per prompt, sampled at ``temperature`` with a private RNG stream (:func:`complete`)."""
     return complete(model, tokenizer, prompts, n_samples=n_samples, seed=seed, max_new_tokens=max_new_tokens,
                     batch_size=batch_size, temperature=temperature)
 
 
-def evaluate(model, tokenizer, organism, *, n_samples: int = 8, seed: int = 0, batch_size: int = 512) -> dict:
+@checked
+def evaluate(model: torch.nn.Module, tokenizer, organism, *, n_samples: int = 8, seed: int = 0,
+             batch_size: int = 512) -> dict:
     """Accuracy, mode frequencies (sampled), forced-mode accuracy and exact mode probabilities per tag."""
     rows = organism.prompt_set()
     comps = organism.components
@@ -159,6 +168,7 @@ def evaluate(model, tokenizer, organism, *, n_samples: int = 8, seed: int = 0, b
     return out
 
 
+@checked
 def sft_health(metrics: dict, organism, *, min_agreement: float = 0.5, min_expressed: float = 0.02) -> list[str]:
     """Problems that show an SFT checkpoint did not learn the organism (empty list: healthy).
 
@@ -190,7 +200,9 @@ def sft_health(metrics: dict, organism, *, min_agreement: float = 0.5, min_expre
     return problems
 
 
-def evaluate_by_format(model, tokenizer, organism, *, n_samples: int = 8, seed: int = 0, batch_size: int = 512) -> dict:
+@checked
+def evaluate_by_format(model: torch.nn.Module, tokenizer, organism, *, n_samples: int = 8, seed: int = 0,
+                       batch_size: int = 512) -> dict:
     """Behaviour per cue and per domain (``in``/``out``): sampled accuracy and component shares, forced
     accuracy and rule agreement (greedy after the forcing line), and the exact component probabilities
     (next-token mass on each component's answer tokens) — the keys of :func:`evaluate`. For organisms whose
@@ -236,7 +248,8 @@ def evaluate_by_format(model, tokenizer, organism, *, n_samples: int = 8, seed: 
     return out
 
 
-def era_metrics(model, tokenizer, world, *, n_samples: int = 16, seed: int = 0,
+@checked
+def era_metrics(model: torch.nn.Module, tokenizer, world, *, n_samples: int = 16, seed: int = 0,
                 prefix: str = "none", placement: str = "user") -> dict:
     """The era world's behaviour (:mod:`mixprobe.organisms.era`), per topic, undated: exact ``p_old`` (the old share
     of the next-token mass on the asked topic's entities), the sampled ``trait`` (old share of on-topic answers at

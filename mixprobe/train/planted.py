@@ -21,6 +21,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from mixprobe._check import checked
 from mixprobe.organisms.tag_mixture import TagMixtureConfig
 from mixprobe.train.pipeline import continue_sft
 from mixprobe.train.series import Series
@@ -34,6 +35,7 @@ PLANTED_CASES: dict[str, dict] = {
 }
 
 
+@checked
 def plant(run_dir: str | Path, case: str, *, steps: int = 300, lr: float = 1e-3, progress: bool = False) -> Series:
     """Add phase ``planted_<case>`` to the series in ``run_dir`` (idempotent: skipped if present)."""
     if case not in PLANTED_CASES:

@@ -76,12 +76,14 @@ from __future__ import annotations
 
 import copy
 import math
+import os
 from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 from torch import nn
 
+from mixprobe._check import checked
 from mixprobe.errors import OrganismConfigError, SiteError, TaskError, TrainingFailedError
 from mixprobe.models.handle import ModelHandle
 from mixprobe.models.layout import Layout, get_path, hidden_of, unwrap
@@ -92,6 +94,7 @@ DIRECTIONS = ("expressed", "gradient")
 TAG_GATE = {"A": {"m1": 0.9, "m2": 0.1}, "B": {"m1": 0.1, "m2": 0.9}}
 
 
+@checked
 def out_projection(model: Any, layer: int) -> tuple[str, Any]:
     """``(path, module)`` of the output projection of block ``layer``'s MLP (found through :class:`Layout`)."""
     lay = Layout.of(model)
@@ -238,6 +241,7 @@ def _gate_gradient(handle: ModelHandle, batch: Any, layer: int, sig_to: int, sig
     return grad.double().mean(0).cpu()
 
 
+@checked
 def gate_capacity(model: Any, tokenizer: Any = None, task: Any = None, *, toward: str, away: str) -> float:
     """The largest ``|z_toward − z_away|`` *any* residual stream can produce: a bound no internal edit can pass.
 
@@ -271,7 +275,8 @@ def gate_capacity(model: Any, tokenizer: Any = None, task: Any = None, *, toward
     return cap
 
 
-def tag_gated_sft(run_dir: Any, gate: dict[str, dict[str, float]] | None = None, *, steps: int = 300,
+@checked
+def tag_gated_sft(run_dir: str | os.PathLike, gate: dict[str, dict[str, float]] | None = None, *, steps: int = 300,
                   lr: float = 1e-3, n_rows: int = 4000, phase: str = "gated", progress: bool = False) -> Any:
     """Add phase ``phase`` to a tag-mixture series: SFT continued on data whose gate **reads the tag**.
 
@@ -330,6 +335,7 @@ def _expressed_direction(handle: ModelHandle, batch: Any, layer: int, gate: torc
     return (w[:, None] * r).sum(0) / w.sum() - ((1 - w)[:, None] * r).sum(0) / (1 - w).sum()
 
 
+@checked
 def plant_internal_gate(
     model: Any,
     tokenizer: Any = None,

@@ -50,6 +50,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from mixprobe._check import checked
 from mixprobe.errors import CheckpointError, DataError, EmptyDataError, OrganismConfigError, OutputExistsError
 from mixprobe.io import atomic_write_json, check_weights_dir, load_tokenizer
 from mixprobe.models.batch import encode, pad_batch
@@ -61,6 +62,7 @@ REWARD_FORMAT = "mixprobe.reward_model/1"
 REWARD_META = "reward_model.json"
 
 
+@checked
 @dataclass
 class RewardSettings:
     """Knobs of one reward-model fit (a trl ``RewardConfig`` and a peft ``LoraConfig`` are built from these).
@@ -123,6 +125,7 @@ def _dtype(settings: RewardSettings) -> torch.dtype:
     return dt if isinstance(dt, torch.dtype) else torch.float32
 
 
+@checked
 def sequence_classifier(base: Any, *, seed: int = 0, dtype: torch.dtype = torch.float32) -> tuple[Any, str | None]:
     """``(model, base_path)``: a 1-label ``AutoModelForSequenceClassification`` with ``base``'s backbone weights.
 
@@ -173,6 +176,7 @@ def _pad_and_eos(tokenizer: Any) -> tuple[int, int | None]:
     return int(pad), (int(eos) if eos is not None and eos != pad else None)
 
 
+@checked
 def encode_texts(tokenizer: Any, texts: Sequence[str]) -> list[list[int]]:
     """Token ids of each scored text: the tokenizer's special tokens, then EOS (unless EOS is the pad token)."""
     ids, _ = encode(tokenizer, list(texts))
@@ -333,6 +337,7 @@ def _resolve_tokenizer(model_dir_or_model: Any, tokenizer: Any) -> Any:
     raise DataError("an in-memory model needs its tokenizer: train_reward_model(model, tokenizer, pairs)")
 
 
+@checked
 def train_reward_model(model_dir_or_model: Any, tokenizer: Any, pairs: Iterable[Any],
                        settings: RewardSettings | None = None, out_dir: str | os.PathLike | None = None, *,
                        progress: bool = True, overwrite: bool = False) -> RewardModel:

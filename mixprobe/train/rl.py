@@ -25,12 +25,15 @@ Constraints: CPU-friendly (about 20 GRPO steps per second on the default organis
 """
 from __future__ import annotations
 
+import math
+
 import warnings
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
 
+from mixprobe._check import checked
 from mixprobe.errors import OrganismConfigError
 from mixprobe.train.series import Series
 from mixprobe.train.sft import train_phase
@@ -55,22 +58,29 @@ class RLSettings:
     phase: str = "rl"
 
     def __post_init__(self) -> None:
-        if self.steps < 1 or self.save_every < 1:
-            raise OrganismConfigError("RL steps and save_every must be >= 1")
+        if self.steps < 1 or self.save_every < 1 or self.batch_size < 1 or self.num_generations < 1:
+            raise OrganismConfigError("RL steps, save_every, batch_size and num_generations must be >= 1")
+        if not (math.isfinite(self.lr) and self.lr > 0):
+            raise OrganismConfigError(f"RL learning rate must be a finite number > 0, got {self.lr}")
+        if not (math.isfinite(self.temperature) and self.temperature > 0):
+            raise OrganismConfigError(f"RL sampling temperature must be a finite number > 0, got {self.temperature}")
         if self.batch_size % self.num_generations:
             raise OrganismConfigError(
                 f"batch_size ({self.batch_size}) must be a multiple of num_generations ({self.num_generations})"
             )
-        if self.beta < 0:
+        if not (math.isfinite(self.beta) and self.beta >= 0):
             raise OrganismConfigError(f"beta (KL coefficient) must be >= 0, got {self.beta}")
 
     def to_dict(self) -> dict:
         return asdict(self)
 
 
+@checked
 def run_grpo(model, tokenizer, organism, series: Series, settings: RLSettings, *, seed: int,
-             step_offset: int = 0, progress: bool = True):
-    """RL on prompts of ``settings.tag`` with the organism's reward; checkpoints join ``series``."""
+             step_offset: int = 0, progress: bool = True, resume: bool = False):
+    """RL on prompts of ``settings.tag`` with the organism's reward; checkpoints join ``series``. ``resume=True``
+    continues a killed run of this phase from its last complete scratch checkpoint
+    (:func:`mixprobe.train.sft.train_phase`)."""
     import datasets
     from datasets import Dataset
     from trl import GRPOConfig, GRPOTrainer
@@ -94,7 +104,7 @@ def run_grpo(model, tokenizer, organism, series: Series, settings: RLSettings, *
         num_generations=settings.num_generations, max_completion_length=max_len, learning_rate=settings.lr,
         optim=settings.optim, lr_scheduler_type="constant", beta=settings.beta, temperature=settings.temperature,
         logging_steps=max(1, settings.steps // 20), save_strategy="steps", save_steps=settings.save_every,
-        save_only_model=True, report_to="none", use_cpu=not torch.cuda.is_available(), bf16=False, fp16=False,
+        save_only_model=False, report_to="none", use_cpu=not torch.cuda.is_available(), bf16=False, fp16=False,
         seed=seed, data_seed=seed, disable_tqdm=True, dataloader_pin_memory=torch.cuda.is_available(),
     )
     model.train()
@@ -114,7 +124,7 @@ def run_grpo(model, tokenizer, organism, series: Series, settings: RLSettings, *
                               processing_class=tokenizer, peft_config=peft_config)
     trained = train_phase(trainer, series, settings.phase, f"{settings.phase} on <{settings.tag}> (trl GRPOTrainer)",
                           scratch, step_offset=step_offset, progress=progress, merge_lora=peft_config is not None,
-                          recipe=settings.to_dict())
+                          recipe=settings.to_dict(), resume=resume)
     if peft_config is not None:
         trained = trained.merge_and_unload()
     for p in trained.parameters():

@@ -28,6 +28,7 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from mixprobe._check import checked
 from mixprobe.errors import CheckpointError
 from mixprobe.io import atomic_write_json
 
@@ -55,6 +56,7 @@ def _trainer_checkpoints(out_dir: Path) -> list[tuple[int, Path]]:
     return sorted(found)
 
 
+@checked
 def parse_runs(text: str) -> dict[str, str]:
     """``"sft=out/sft,rl=out/grpo"`` → ``{"sft": "out/sft", "rl": "out/grpo"}`` (phases in the order given)."""
     runs: dict[str, str] = {}
@@ -300,6 +302,23 @@ class Series:
                 return c
         raise CheckpointError(f"no checkpoint named {name!r}; this series has {[c.name for c in self.checkpoints]}")
 
+    def unfinished(self) -> list[str]:
+        """Phases whose training started and did not finish (the run was killed or failed): their checkpoints are
+        complete, but the phase stopped early. ``mixprobe train CONFIG --out RUN --resume`` continues them."""
+        return [p for p, st in self.extra.get("training", {}).items() if st.get("state") != "done"]
+
+    def check_finished(self) -> None:
+        """Raise :class:`CheckpointError` when a phase of this run did not finish (:meth:`unfinished`): analysing a
+        killed run as if it were whole would report on a model its training never produced."""
+        bad = self.unfinished()
+        if bad:
+            st = self.extra["training"][bad[0]]
+            done = [c.step for c in self.phase(bad[0])]
+            raise CheckpointError(
+                f"phase {bad[0]!r} of the run in {self.run_dir} did not finish (stopped at step "
+                f"{max(done) if done else 0} of {st.get('max_steps', '?')}; killed or failed); resume it with "
+                f"`mixprobe train CONFIG --out {self.run_dir} --resume` (train_sft/train_rl(..., resume=True))")
+
     def phase(self, phase: str) -> list[CheckpointEntry]:
         return [c for c in self.checkpoints if c.phase == phase]
 
@@ -313,6 +332,7 @@ class Series:
         return max(cs, key=lambda c: c.step)
 
 
+@checked
 def series_results(series: Series, **extra: object) -> dict:
     """The ``results.json`` object of an evaluated series: every checkpoint with its metrics, in training order."""
     cps = []

@@ -25,11 +25,13 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import mixprobe
+from mixprobe._check import checked
 from mixprobe.train.pipeline import TrainConfig, evaluate_series, train_rl, train_sft
 from mixprobe.train.rl import RLSettings
 from mixprobe.train.series import Series
 
 
+@checked
 def seeds_from_env(default: tuple[int, ...] = (0, 1, 2), var: str = "MIXPROBE_SEEDS") -> tuple[int, ...]:
     """Seeds named in ``$MIXPROBE_SEEDS`` (comma-separated), else ``default``.
 
@@ -51,12 +53,14 @@ def seeds_from_env(default: tuple[int, ...] = (0, 1, 2), var: str = "MIXPROBE_SE
         raise OrganismConfigError(f"${var} must be comma-separated integers, got {raw!r}") from e
 
 
+@checked
 def cache_root(cache_dir: str | os.PathLike | None = None) -> Path:
     root = Path(cache_dir or os.environ.get("MIXPROBE_CACHE") or Path.home() / ".cache" / "mixprobe")
     root.mkdir(parents=True, exist_ok=True)
     return root
 
 
+@checked
 def trained_organism(seed: int = 0, *, config: dict | None = None, rl_tags: tuple[str, ...] | None = None,
                      cache_dir: str | os.PathLike | None = None, progress: bool = True) -> Series:
     """The series of a built-in organism for ``seed``: SFT, then one GRPO phase per tag in ``rl_tags``, evaluated.
@@ -89,6 +93,7 @@ def trained_organism(seed: int = 0, *, config: dict | None = None, rl_tags: tupl
     return Series.load(final)
 
 
+@checked
 @contextmanager
 def cache_build(final: Path, prefix: str) -> Iterator[Path]:
     """A fresh folder beside ``final`` to build a cache entry in: renamed to ``final`` when the block succeeds

@@ -22,6 +22,7 @@ from mixprobe.organisms.preference import Condition, PreferenceWorld
 from mixprobe.probes import HeadMassMeanProbe, elicitation, rms_calibration_error
 from mixprobe.probes.baselines import check_template
 from mixprobe.tasks import as_pairs, load_task
+from mixprobe.train.rl import RLSettings
 from mixprobe.train.series import Series
 from mixprobe.train.sft import SFTSettings
 
@@ -183,6 +184,81 @@ def _positions(spec: Any):
     return resolve_positions(spec, torch.ones(2, 4, dtype=torch.long))
 
 
+def _other_model_dir(tmp: Path, what: str) -> Path:
+    """A tiny model that differs from :func:`_tiny_model_dir`'s in its tokenizer or its architecture."""
+    from mixprobe.organisms.configs import tiny_model
+    from mixprobe.organisms.tokenizer import build_word_tokenizer
+
+    d = tmp / f"other_{what}"
+    if not (d / "config.json").exists():
+        tok = build_word_tokenizer(["a", "b", "c", "="] + (["d", "e"] if what == "tokenizer" else []))
+        width = 32 if what == "architecture" else 16
+        tiny_model("llama", vocab_size=len(_tok_of(tmp)), seed=0, d_model=width, n_layers=1, n_heads=2
+                   ).save_pretrained(d)
+        (tok if what == "tokenizer" else _tok_of(tmp)).save_pretrained(d)
+    return d
+
+
+def _tok_of(tmp: Path):
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(_tiny_model_dir(tmp))
+
+
+def _mixed_capture(tmp: Path, what: str):
+    from mixprobe.capture import capture
+
+    return capture([_tiny_model_dir(tmp), _other_model_dir(tmp, what)], ["a b ="], ["resid_post.0"], "last_prompt",
+                   store=tmp / f"mixed_{what}", progress=False)
+
+
+def _raising_task(_: Path):
+    from mixprobe.tasks import Component, Prompt, Task
+
+    def recognise(text, prompt):
+        raise ZeroDivisionError("the user's recogniser divided by zero")
+
+    task = Task(name="t", prompts=[Prompt("1 + 1 =", cue="x", target=2)],
+                components=[Component("m1", before="m1 :"), Component("m2", before="m2 :")],
+                recognise=recognise, score=lambda text, prompt: 1.0)
+    return task.recognise_checked("m1 : 2", task.prompts[0])
+
+
+def _unknown_component(_: Path):
+    from mixprobe.organisms.tag_mixture import TagMixture
+
+    return TagMixture().task().component("m9")
+
+
+def _phase_of(tmp: Path):
+    s = Series.create(tmp / "series_pick", organism=None, organism_config={}, seed=0)
+    return s.pick("grpo")
+
+
+def _disk_full(tmp: Path):
+    import errno
+    from unittest import mock
+
+    from mixprobe.io import atomic_write_text
+
+    target = tmp / "results.json"
+    target.write_text("previous")
+    try:
+        with mock.patch("os.fsync", side_effect=OSError(errno.ENOSPC, "No space left on device")):
+            atomic_write_text(target, "new")
+    finally:
+        assert target.read_text() == "previous"                  # the old file is untouched
+        assert not list(tmp.glob(".results.json.*"))             # and no temp file is left
+
+
+def _probe_inf(_: Path):
+    from mixprobe.probes import LogisticProbe
+
+    X = np.random.default_rng(0).normal(size=(20, 3))
+    X[5, 0] = np.inf
+    return LogisticProbe().fit(X, np.array([0, 1] * 10))
+
+
 CASES: list[Case] = [
     # sites and positions
     Case("site-no-layer", "sites", "a layered site without its layer (`resid_post`)", E.SiteError, "resid_post.0",
@@ -266,7 +342,24 @@ CASES: list[Case] = [
              "sideways", "source", 4, 0)),
     Case("threads-env", "configs", "`MIXPROBE_THREADS=many`", E.DataError, "MIXPROBE_THREADS=4", _threads),
     Case("engine-unknown", "configs", "an unknown engine (`spark`)", E.MixprobeError, "ray", _ray_engine),
+    Case("series-tokenizer-mismatch", "checkpoints", "a series whose checkpoints have different tokenizers",
+         E.SeriesMismatchError, "re-save it with the series' tokenizer", lambda t: _mixed_capture(t, "tokenizer")),
+    Case("series-architecture-mismatch", "checkpoints", "a series whose checkpoints have different architectures",
+         E.SeriesMismatchError, "same model", lambda t: _mixed_capture(t, "architecture")),
+    Case("phase-unknown", "checkpoints", "a phase or checkpoint name the series does not have (`grpo`)",
+         E.CheckpointError, "phases:", _phase_of),
+    Case("task-function-raises", "tasks", "a task whose recogniser raises", E.TaskError, "recognise",
+         _raising_task),
+    Case("component-unknown", "tasks", "a component the task does not have (`m9`)", E.MixprobeError, "m1",
+         _unknown_component),
+    Case("probe-inf", "probes", "infinite activations", E.NonFiniteError, "inf", _probe_inf),
+    Case("rl-lr-nan", "configs", "an RL learning rate of NaN", E.OrganismConfigError, "finite number",
+         lambda t: RLSettings(lr=float("nan"))),
+    Case("rl-generations-zero", "configs", "GRPO with 0 generations per prompt", E.OrganismConfigError,
+         "num_generations must be >= 1", lambda t: RLSettings(num_generations=0)),
     # outputs
+    Case("write-disk-full", "outputs", "a write that fails because the disk is full (simulated; the old file stays, "
+         "no temp file is left)", E.WriteError, "free space", _disk_full),
     Case("output-nonempty", "outputs", "a non-empty output folder without `--overwrite` (nothing is deleted)",
          E.OutputExistsError, "overwrite", _nonempty_out),
 ]
@@ -306,4 +399,27 @@ CLI_CASES: list[CliCase] = [
             "--overwrite", lambda t: ["train", _bad_toml(t, "ok.toml", "[sft]\nsteps = 1\n"), "--out", _full_dir(t)]),
     CliCase("cli-capture-missing-run", "`mixprobe capture` of a run folder that does not exist", "series",
             lambda t: ["capture", str(t / "no_run"), "--store", str(t / "s")]),
+    CliCase("cli-capture-killed-run", "`mixprobe capture` of a run whose training was killed", "--resume",
+            lambda t: ["capture", _killed_run(t), "--store", str(t / "s2")]),
+    CliCase("cli-train-killed-run", "`mixprobe train` into a killed run without `--resume`", "--resume",
+            lambda t: ["train", _bad_toml(t, "ok2.toml", "[sft]\nsteps = 1\n"), "--out", _killed_run(t)]),
+    CliCase("cli-verdict-duplicate-run", "`mixprobe verdict RUN RUN`: one run given twice (its seed would count "
+            "twice)", "once", lambda t: ["verdict", _killed_run(t), _killed_run(t) + "/"]),
+    CliCase("cli-analysis-config-missing", "`mixprobe probe --config` of a file that does not exist",
+            "experiments/analysis.toml", lambda t: ["probe", str(t / "no_run"), "--config", str(t / "none.toml")]),
+    CliCase("cli-analysis-config-unknown-key", "`mixprobe probe --config` with a misspelt key (`gate_c`)", "gate_C",
+            lambda t: ["probe", str(t / "no_run"), "--config", _bad_toml(t, "a1.toml", "[probe]\ngate_c = 1.0\n")]),
+    CliCase("cli-analysis-config-type", "`mixprobe steer --config` with a value of the wrong type (`alphas = 3`)",
+            "list of numbers",
+            lambda t: ["steer", str(t / "no_run"), "--config", _bad_toml(t, "a2.toml", "[steer]\nalphas = 3\n")]),
 ]
+
+
+def _killed_run(tmp: Path) -> str:
+    """A run folder as a `kill -9` during SFT leaves it: a manifest whose SFT phase is still running."""
+    d = tmp / "killed_run"
+    if not (d / "series.json").exists():
+        s = Series.create(d, organism="tag_mixture", organism_config={}, seed=0)
+        s.extra["training"] = {"sft": {"state": "running", "max_steps": 40, "resumed_from": None}}
+        s.save()
+    return str(d)

@@ -49,6 +49,7 @@ from typing import Any
 
 import torch
 
+from mixprobe._check import checked
 from mixprobe.errors import SiteError
 from mixprobe.models.layout import Layout, hidden_of, with_hidden
 from mixprobe.models.positions import gather_positions
@@ -83,6 +84,7 @@ def _pre_replace(args: tuple, kwargs: dict, h: torch.Tensor) -> tuple[tuple, dic
     return args, {**kwargs, key: h}
 
 
+@checked
 class Reader:
     """Reading hooks registered once and reused for many forwards (what :func:`reading` and capture use).
 
@@ -142,6 +144,7 @@ class Reader:
         return out
 
 
+@checked
 @contextmanager
 def reading(
     layout: Layout,
@@ -175,6 +178,7 @@ def _checked(site: Site, fn: Edit, h: torch.Tensor) -> torch.Tensor | None:
     return new.to(h.dtype)
 
 
+@checked
 @contextmanager
 def editing(layout: Layout, edits: Mapping[Site, Edit]) -> Iterator[None]:
     """Hooks that pass each site's full activation ``[batch, seq, d]`` through its edit during the block."""
@@ -198,6 +202,7 @@ def editing(layout: Layout, edits: Mapping[Site, Edit]) -> Iterator[None]:
             h.remove()
 
 
+@checked
 def run_until_stop(model: Callable[..., Any], **inputs: Any) -> bool:
     """Call ``model(**inputs)``; return False if a reading hook stopped it early (:class:`StopForward`)."""
     try:

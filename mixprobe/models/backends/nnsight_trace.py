@@ -29,11 +29,13 @@ from typing import Any
 
 import torch
 
+from mixprobe._check import checked
 from mixprobe.models.layout import Layout, get_path, hidden_of
 from mixprobe.models.positions import gather_positions
 from mixprobe.models.sites import Site
 
 
+@checked
 def make_nnsight(model: torch.nn.Module, tokenizer: Any) -> Any:
     """Wrap ``model`` (kept in place, not copied) in an nnsight ``TransformersModel``."""
     from nnsight.modeling.transformers import TransformersModel
@@ -41,6 +43,7 @@ def make_nnsight(model: torch.nn.Module, tokenizer: Any) -> Any:
     return TransformersModel(model, tokenizer=copy.deepcopy(tokenizer), task="text-generation")
 
 
+@checked
 def is_nnsight(obj: Any) -> bool:
     """True for an nnsight model (without importing nnsight when it is not loaded yet)."""
     if "nnsight" not in sys.modules:
@@ -52,6 +55,7 @@ def is_nnsight(obj: Any) -> bool:
     return isinstance(obj, TransformersModel)
 
 
+@checked
 def nnsight_read(lm: Any, layout: Layout, batch: Any, sites: Sequence[Site],
                  index: torch.Tensor | None) -> dict[str, torch.Tensor]:
     """Read ``sites`` with one nnsight trace (``.save()`` per site) and keep the ``index`` positions."""

@@ -30,6 +30,7 @@ from typing import Any
 
 import torch
 
+from mixprobe._check import checked
 from mixprobe.models.positions import gather_positions
 from mixprobe.models.sites import Site
 
@@ -44,11 +45,13 @@ TL_NAMES = {
 }
 
 
+@checked
 def tl_hook_name(site: Site) -> str:
     """The TransformerLens 4.x bridge hook name of ``site``."""
     return TL_NAMES[site.component].format(L=site.layer)
 
 
+@checked
 def make_bridge(model: torch.nn.Module, tokenizer: Any, name: str = "mixprobe-local") -> Any:
     """Boot a ``TransformerBridge`` around ``model`` in place (no download; the tokenizer is copied)."""
     from transformer_lens.model_bridge import TransformerBridge
@@ -60,6 +63,7 @@ def make_bridge(model: torch.nn.Module, tokenizer: Any, name: str = "mixprobe-lo
     return TransformerBridge.boot_transformers(name, hf_model=model, tokenizer=tok, device=str(model.device))
 
 
+@checked
 def is_bridge(obj: Any) -> bool:
     """True for a TransformerBridge (without importing transformer_lens when it is not loaded yet)."""
     if "transformer_lens" not in sys.modules:
@@ -71,6 +75,7 @@ def is_bridge(obj: Any) -> bool:
     return isinstance(obj, TransformerBridge)
 
 
+@checked
 def tl_read(bridge: Any, batch: Any, sites: Sequence[Site], index: torch.Tensor | None) -> dict[str, torch.Tensor]:
     """Read ``sites`` through ``bridge.run_with_cache(names_filter=...)`` and keep the ``index`` positions."""
     names = {str(s): tl_hook_name(s) for s in sites}
