@@ -1,7 +1,9 @@
 """Shared fixtures: trained tag-mixture series (SFT → GRPO on A and on B), built once per test session.
 
 Set MIXPROBE_TEST_CACHE=/some/dir to keep the trained runs between pytest invocations while developing;
-CI leaves it unset, so every run trains from scratch. MIXPROBE_SEEDS (default 0,1,2) names the seeds.
+CI leaves it unset, so every run trains from scratch. Under pytest-xdist (`make test` runs `-n auto --dist
+loadfile`) the workers share one cache, and an organism two workers need is trained once (the other waits).
+MIXPROBE_SEEDS (default 0,1,2) names the seeds.
 
 Organism outcomes differ between machines at the seed level (other CPUs, other floating-point sums), so the
 organism checks here assert only what held with margin on 12 seeds nobody developed against
@@ -30,7 +32,10 @@ def mixprobe_cache(tmp_path_factory) -> Path:
 
 def _cache_root(tmp_path_factory) -> Path:
     env = os.environ.get("MIXPROBE_TEST_CACHE")
-    root = Path(env) if env else tmp_path_factory.getbasetemp() / "organisms"
+    base = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):       # parallel workers share one cache; zoo.cache_lock builds once
+        base = base.parent
+    root = Path(env) if env else base / "organisms"
     root.mkdir(parents=True, exist_ok=True)
     # notebooks and docs executed by the tests (nbclient) reuse the same trained organisms
     os.environ["MIXPROBE_CACHE"] = str(root)

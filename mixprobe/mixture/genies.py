@@ -92,11 +92,7 @@ def pretrained_world(seed: int = 0, *, cache_dir: str | os.PathLike | None = Non
     """The folder of the preference world's model for ``seed`` (an HF ``save_pretrained`` folder with tokenizer),
     trained from scratch with trl SFT the first time and cached (written whole or not at all)."""
     import mixprobe
-    from mixprobe.organisms.configs import tiny_model
-    from mixprobe.organisms.tokenizer import build_word_tokenizer
-    from mixprobe.train.series import Series
-    from mixprobe.train.sft import SFTSettings, run_sft
-    from mixprobe.train.zoo import cache_build, cache_root
+    from mixprobe.train.zoo import cache_lock, cache_root
 
     cfg = model_config(seed, **config)
     key = hashlib.sha256(json.dumps({**cfg, "v": mixprobe.__version__}, sort_keys=True).encode()).hexdigest()[:12]
@@ -105,6 +101,20 @@ def pretrained_world(seed: int = 0, *, cache_dir: str | os.PathLike | None = Non
     if (final / "series.json").exists():
         return final
     world = PreferenceWorld(PreferenceConfig.from_dict(cfg["world"]))
+    with cache_lock(final):
+        if (final / "series.json").exists():        # built by another process while this one waited
+            return final
+        _build_world(final, seed, cfg, world, progress)
+    return final
+
+
+def _build_world(final: Path, seed: int, cfg: dict, world: Any, progress: bool) -> None:
+    from mixprobe.organisms.configs import tiny_model
+    from mixprobe.organisms.tokenizer import build_word_tokenizer
+    from mixprobe.train.series import Series
+    from mixprobe.train.sft import SFTSettings, run_sft
+    from mixprobe.train.zoo import cache_build
+
     with cache_build(final, f".preference_s{seed}_") as tmp:
         tok = build_word_tokenizer(world.vocabulary())
         model = tiny_model("llama", vocab_size=len(tok), seed=seed, d_model=cfg["d_model"],
@@ -115,7 +125,6 @@ def pretrained_world(seed: int = 0, *, cache_dir: str | os.PathLike | None = Non
                                min_forced_agreement=0)
         torch.manual_seed(seed)
         run_sft(model, tok, world.sft_rows(cfg["n_rows"], seed), series, settings, seed=seed, progress=progress)
-    return final
 
 
 @checked

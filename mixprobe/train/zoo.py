@@ -83,14 +83,30 @@ def trained_organism(seed: int = 0, *, config: dict | None = None, rl_tags: tupl
     final = root / f"{cfg.kind}_s{seed}_{key}"
     if (final / "series.json").exists():
         return Series.load(final)
-    with cache_build(final, f".train_s{seed}_") as tmp:
-        train_sft(tmp, cfg, overwrite=True, progress=progress)
-        for tag in rl_tags:
-            settings = RLSettings(**{**cfg.rl.to_dict(), "tag": tag,
-                                     "phase": "rl" if tag in ("A", domain) else f"rl_{tag}"})
-            train_rl(tmp, settings, progress=progress)
-        evaluate_series(Series.load(tmp), seed=seed, progress=progress)
+    with cache_lock(final):                 # another process training the same entry: wait for it, then reuse it
+        if (final / "series.json").exists():
+            return Series.load(final)
+        with cache_build(final, f".train_s{seed}_") as tmp:
+            train_sft(tmp, cfg, overwrite=True, progress=progress)
+            for tag in rl_tags:
+                settings = RLSettings(**{**cfg.rl.to_dict(), "tag": tag,
+                                         "phase": "rl" if tag in ("A", domain) else f"rl_{tag}"})
+                train_rl(tmp, settings, progress=progress)
+            evaluate_series(Series.load(tmp), seed=seed, progress=progress)
     return Series.load(final)
+
+
+@checked
+@contextmanager
+def cache_lock(final: Path) -> Iterator[None]:
+    """Hold an inter-process lock on the cache entry ``final`` (``filelock``; the lock file sits beside it), so two
+    processes that need one entry (parallel test workers, two notebooks) build it once: the second waits, then
+    finds it built."""
+    from filelock import FileLock
+
+    final.parent.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(final.parent / f".{final.name}.lock")):
+        yield
 
 
 @checked
