@@ -22,7 +22,7 @@ demo: $(STAMP)
 	HF_HUB_OFFLINE=1 $(VENV)/bin/mixprobe demo --out runs/demo --seed 0 --rl-tag A --overwrite
 
 test: $(STAMP) browser lint
-	HF_HUB_OFFLINE=1 $(PY) -m pytest -q -p no:cacheprovider -n auto --dist loadfile --durations=25
+	HF_HUB_OFFLINE=1 $(PY) -m pytest -q -p no:cacheprovider --durations=25
 
 # ruff (pyflakes, pycodestyle, bugbear, pyupgrade) and mypy, configured in pyproject.toml; part of `make test`.
 lint: $(STAMP)

@@ -1,8 +1,8 @@
 """Shared fixtures: trained tag-mixture series (SFT → GRPO on A and on B), built once per test session.
 
 Set MIXPROBE_TEST_CACHE=/some/dir to keep the trained runs between pytest invocations while developing;
-CI leaves it unset, so every run trains from scratch. Under pytest-xdist (`make test` runs `-n auto --dist
-loadfile`) the workers share one cache, and an organism two workers need is trained once (the other waits).
+CI leaves it unset, so every run trains from scratch. Under pytest-xdist (`pytest -n 2 --dist loadfile`; not what CI
+runs yet: see docs/architecture.md) the workers share one cache, and an organism two workers need is trained once.
 MIXPROBE_SEEDS (default 0,1,2) names the seeds.
 
 Organism outcomes differ between machines at the seed level (other CPUs, other floating-point sums), so the
