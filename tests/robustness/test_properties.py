@@ -567,20 +567,16 @@ def test_user_functions_that_raise_or_return_junk_are_task_errors(kw, behaviour,
         return what
     task = Task(**{**kw, "recognise": user_fn, "score": user_fn})
     p = task.prompts[0]
-    try:
-        got = task.recognise_checked(completion, p)
-    except Exception as e:  # noqa: BLE001
-        _named_error(e, TaskError)
-        assert "recognise" in str(e)
-    else:
-        assert got is None or got in task.component_names
-    try:
-        s = task.score_checked(completion, p)
-    except Exception as e:  # noqa: BLE001
-        _named_error(e, TaskError)
-        assert "score" in str(e)
-    else:
-        assert isinstance(s, float) and s == s
+    valid = {"recognise": lambda got: got is None or got in task.component_names,
+             "score": lambda got: isinstance(got, float) and got == got}
+    for name, call in (("recognise", task.recognise_checked), ("score", task.score_checked)):
+        try:
+            got = call(completion, p)
+        except Exception as e:  # noqa: BLE001
+            _named_error(e, TaskError)
+            assert name in str(e)
+        else:
+            assert valid[name](got), (name, got)
 
 
 @pytest.fixture(scope="module")
