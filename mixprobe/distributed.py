@@ -192,7 +192,7 @@ def run_tasks(ray: Any, engine: RayEngine, fn: Callable, args: Iterable[tuple], 
 
     The progress bar counts tasks, or ``total`` units from ``initial``: ``on_result(i, result)`` (called as each
     result arrives) and ``poll()`` (called every ``poll_s`` seconds while tasks run) return the units done since.
-    On any error the tasks still pending are cancelled.
+    On any error the tasks still pending are cancelled, and waited for (up to 30 s) before the error is raised.
     """
     from tqdm.auto import tqdm
 
@@ -216,6 +216,8 @@ def run_tasks(ray: Any, engine: RayEngine, fn: Callable, args: Iterable[tuple], 
     except BaseException:
         for r in pending:
             ray.cancel(r, force=True)
+        if pending:          # cancelling is asynchronous: let the cancelled tasks end before the error reaches the
+            ray.wait(pending, num_returns=len(pending), timeout=30)   # caller (a rerun must not race them)
         raise
     finally:
         bar.close()
