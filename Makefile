@@ -37,7 +37,7 @@ browser:
 		echo "chromium not installed: the report's browser test will be skipped"
 
 bench: $(STAMP)
-	HF_HUB_OFFLINE=1 $(PY) benchmarks/capture.py && $(PY) benchmarks/probes.py && $(PY) benchmarks/patching.py && $(PY) benchmarks/import_time.py && $(PY) benchmarks/threads.py && HF_HUB_OFFLINE=1 $(PY) benchmarks/distributed.py
+	HF_HUB_OFFLINE=1 $(PY) benchmarks/capture.py && $(PY) benchmarks/probes.py && $(PY) benchmarks/patching.py && $(PY) benchmarks/import_time.py && $(PY) benchmarks/threads.py && HF_HUB_OFFLINE=1 $(PY) benchmarks/distributed.py && $(PY) benchmarks/checked.py
 
 clean:
 	rm -rf $(VENV) runs
