@@ -261,7 +261,7 @@ def train_sft(run_dir: str | Path, cfg: TrainConfig, *, overwrite: bool = False,
     if existing:
         series = Series.load(run_dir)
         _check_same_config(series, cfg)
-        if phase_state(series, cfg.sft.phase) == "done":
+        if series.phase_state(cfg.sft.phase) == "done":
             if cfg.sft.min_forced_agreement > 0:
                 check_sft(series, organism, cfg)          # the health check again: RL never starts on a failed SFT
             return series
@@ -282,17 +282,6 @@ def train_sft(run_dir: str | Path, cfg: TrainConfig, *, overwrite: bool = False,
     if cfg.sft.min_forced_agreement > 0:
         check_sft(series, organism, cfg)
     return series
-
-
-@checked
-def phase_state(series: Series, phase: str) -> str | None:
-    """``"done"``, ``"running"`` (started, not finished: killed or failed) or ``None`` (never started) for a phase
-    of ``series``; runs written before the state was recorded count as done when they hold the phase's
-    checkpoints."""
-    st = series.extra.get("training", {}).get(phase)
-    if st is not None:
-        return str(st.get("state"))
-    return "done" if series.phase(phase) else None
 
 
 def _flat(d: dict, prefix: str = "") -> dict:
@@ -345,9 +334,9 @@ def train_rl(run_dir: str | Path, settings: RLSettings, *, seed: int | None = No
     (:func:`train_sft` explains what is restored), one never started starts. RL refuses a series whose SFT phase
     did not finish."""
     series = Series.load(run_dir)
-    if phase_state(series, "sft") == "running":
+    if series.phase_state("sft") == "running":
         series.check_finished()
-    if resume and phase_state(series, settings.phase) == "done":
+    if resume and series.phase_state(settings.phase) == "done":
         return series
     organism = organism_of(series)
     entry = series.get(start) if start else series.last("sft")
@@ -355,7 +344,7 @@ def train_rl(run_dir: str | Path, settings: RLSettings, *, seed: int | None = No
     seed = _seed_of(series, seed)
     torch.manual_seed(seed)
     run_grpo(model, tok, organism, series, settings, seed=seed, progress=progress,
-             resume=resume and phase_state(series, settings.phase) == "running")
+             resume=resume and series.phase_state(settings.phase) == "running")
     return Series.load(run_dir)
 
 

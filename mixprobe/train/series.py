@@ -302,10 +302,19 @@ class Series:
                 return c
         raise CheckpointError(f"no checkpoint named {name!r}; this series has {[c.name for c in self.checkpoints]}")
 
+    def phase_state(self, phase: str) -> str | None:
+        """``"done"``, ``"running"`` (started, not finished: killed or failed) or ``None`` (never started), from
+        ``training`` in the manifest; runs written before the state was recorded count as done when they hold the
+        phase's checkpoints."""
+        st = self.extra.get("training", {}).get(phase)
+        if st is not None:
+            return str(st.get("state"))
+        return "done" if self.phase(phase) else None
+
     def unfinished(self) -> list[str]:
         """Phases whose training started and did not finish (the run was killed or failed): their checkpoints are
         complete, but the phase stopped early. ``mixprobe train CONFIG --out RUN --resume`` continues them."""
-        return [p for p, st in self.extra.get("training", {}).items() if st.get("state") != "done"]
+        return [p for p in self.extra.get("training", {}) if self.phase_state(p) != "done"]
 
     def check_finished(self) -> None:
         """Raise :class:`CheckpointError` when a phase of this run did not finish (:meth:`unfinished`): analysing a
